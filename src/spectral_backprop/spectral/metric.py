@@ -1,0 +1,64 @@
+r"""Eigen-decomposition of the latent metric ``M(z) = J(z)ᵀJ(z)``.
+
+The eigenvectors of ``M`` are the right singular vectors of ``J``: the latent
+directions that move the output most (top) and least (bottom) per unit step, with
+``‖J v_i‖² = λ_i``. Ramesh & LeCun (2018, arXiv 1806.00499, §5) found the top ones act
+as quasi-disentangled explanatory factors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..linalg.jacobian import Generator, jacobian
+
+__all__ = ["latent_metric", "canonical_signs"]
+
+
+def canonical_signs(V: Tensor) -> Tensor:
+    """Flip each column of ``V[..., k, r]`` so that its largest-magnitude entry is positive.
+
+    Eigenvectors are defined up to sign; a fixed convention makes results repeatable
+    across runs, batch compositions and devices.
+    """
+    idx = V.abs().argmax(dim=-2, keepdim=True)
+    sign = torch.sign(torch.gather(V, -2, idx))
+    return V * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def latent_metric(
+    G: Generator, z: Tensor, *, top: int | None = None, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and eigenvectors of ``JᵀJ`` per sample, largest first.
+
+    Args:
+        G: generator ``z[B, k] -> x[B, ...]``.
+        z: latents ``[B, k]``.
+        top: keep the ``r = top`` largest eigenpairs (default: all ``k``).
+        chunk_size: Jacobian columns computed at once (see :func:`jacobian`).
+
+    Returns:
+        ``(eigenvalues[B, r], eigenvectors[B, k, r])``, eigenvalues descending, each
+        eigenvector's largest entry positive (:func:`canonical_signs`).
+
+    Gradients flow through ``torch.linalg.eigh`` of ``M``. For the eigenvalues alone
+    that backward is ``V diag(ḡ) Vᵀ``, the spectral-backprop formula, finite even at
+    repeated eigenvalues; gradients of *eigenvectors* are undefined where eigenvalues
+    repeat (as for any eigensolver).
+
+    Example:
+        >>> A = torch.diag(torch.tensor([3.0, 1.0]))
+        >>> lam, V = latent_metric(lambda z: z @ A, torch.zeros(1, 2))
+        >>> lam
+        tensor([[9., 1.]])
+    """
+    k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else None
+    if top is not None and (not isinstance(top, int) or top < 1 or (k is not None and top > k)):
+        raise ValueError(f"top must be an integer in [1, k={k}], got {top!r}")
+    J = jacobian(G, z, chunk_size=chunk_size)
+    lam, V = torch.linalg.eigh(J.mT @ J)
+    lam, V = lam.flip(-1), V.flip(-1)
+    if top is not None:
+        lam, V = lam[:, :top], V[:, :, :top]
+    return lam, canonical_signs(V)
