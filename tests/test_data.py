@@ -65,7 +65,8 @@ def test_idx_round_trip(tmp_path, compress):
     _write_idx(tmp_path / f"img{suffix}", images, compress=compress)
     _write_idx(tmp_path / f"lab{suffix}", labels, compress=compress)
     assert np.array_equal(read_idx(tmp_path / f"img{suffix}"), images)
-    data = load_dataset("idx", path=tmp_path / f"img{suffix}", labels_path=tmp_path / f"lab{suffix}")
+    data = load_dataset("idx", path=tmp_path / f"img{suffix}",
+                        labels_path=tmp_path / f"lab{suffix}")
     assert data.x.shape == (5, 1, 4, 3)
     expected = torch.from_numpy(images).float().unsqueeze(1) / 255 * 2 - 1
     assert torch.allclose(data.x, expected)

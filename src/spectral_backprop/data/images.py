@@ -35,7 +35,8 @@ def _need(module: str):
         return __import__(module, fromlist=["_"])
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"this data set needs '{module}'; install the extra: pip install 'spectral-backprop[data]'"
+            f"this data set needs '{module}'; "
+            "install the extra: pip install 'spectral-backprop[data]'"
         ) from err
 
 
@@ -82,7 +83,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{path}: header promises {dims} x {dtype.itemsize} bytes = {expected} bytes, "
             f"file holds {len(raw) - header}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
 
 
 def idx_images(path: str | os.PathLike, labels_path: str | os.PathLike | None = None,

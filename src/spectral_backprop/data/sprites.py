@@ -9,9 +9,9 @@ with centre ``c = (x, y)``, size ``s`` (geometric-mean std in pixels), aspect ``
 brightness ``b``. Image moments recover the factors: the centroid gives ``c``, the
 intensity-weighted covariance gives ``Σ`` (hence ``s``, ``a``, ``θ``), and the total
 intensity ``2π s² b`` gives ``b``. Aspect is kept ≥ 1.5 so that orientation is
-identifiable, and the ranges keep the blob at least 2.8 long-axis std's from
-every edge, so that truncation barely biases the moments. Used to score how purely a latent direction moves one factor
-(``DESIGN.md`` section 4).
+identifiable, and the ranges keep the blob at least 2.8 long-axis std's from every
+edge, so that truncation barely biases the moments. Used to score how purely a latent
+direction moves one factor (``DESIGN.md`` section 4).
 """
 
 from __future__ import annotations
