@@ -35,7 +35,9 @@ class StandardNormal:
         """``H[N(0, I_k)] = ½ k (1 + log 2π)`` nats."""
         return 0.5 * k * (1.0 + math.log(2 * math.pi))
 
-    def sample(self, shape: tuple[int, int], generator: torch.Generator | None = None, **kw) -> Tensor:
+    def sample(
+        self, shape: tuple[int, int], generator: torch.Generator | None = None, **kw
+    ) -> Tensor:
         return torch.randn(shape, generator=generator, **kw)
 
     def __repr__(self) -> str:

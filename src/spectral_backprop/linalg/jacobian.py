@@ -226,7 +226,8 @@ def metric_matvec(G: Generator, z: Tensor) -> Callable[[Tensor], Tensor]:
 
     def matvec(V: Tensor) -> Tensor:
         if V.dim() != 3 or V.shape[:2] != z.shape:
-            raise ValueError(f"expected V of shape [{z.shape[0]}, {z.shape[1]}, p], got {tuple(V.shape)}")
+            expected = f"[{z.shape[0]}, {z.shape[1]}, p]"
+            raise ValueError(f"expected V of shape {expected}, got {tuple(V.shape)}")
         with torch.no_grad():
             return vmap(one, in_dims=2, out_dims=2)(V)
 

@@ -33,12 +33,17 @@ METHODS: dict[str, Method] = {"exact": exact_spectral_sum}
 
 
 def register_method(name: str, estimator: Method) -> None:
-    """Add ``estimator(G, z, fn: SpectralFunction, **options) -> Tensor[B]`` as ``method=name``."""
+    """Register ``estimator(G, z, fn: SpectralFunction, **options) -> Tensor[B]`` as ``name``."""
     METHODS[name] = estimator
 
 
 def spectral_sum(
-    G: Generator, z: Tensor, fn: str | SpectralFunction | object, *, method: str = "exact", **options
+    G: Generator,
+    z: Tensor,
+    fn: str | SpectralFunction | object,
+    *,
+    method: str = "exact",
+    **options,
 ) -> Tensor:
     r"""``S_g(z) = Σ_i g(λ_i(J(z)ᵀJ(z)))`` per sample, differentiable by spectral backprop.
 
