@@ -14,7 +14,6 @@ import sys
 
 # One line per subcommand module, in the order shown by --help.
 _SUBCOMMANDS = [
-    "logprob",
 ]
 
 
