@@ -117,7 +117,7 @@ def entropy(
         >>> import torch
         >>> h = entropy(lambda z: 2 * z, torch.randn(8, 3))
         >>> round(h.value.item(), 4)  # H[N(0, 4 I_3)] = 3/2 (1 + log 2π) + 3 log 2
-        6.3365
+        6.3363
     """
     prior = StandardNormal() if prior is None else prior
     half_logdet = 0.5 * logdet_jtj(G, z, method=method, **options)
