@@ -15,21 +15,38 @@ from ..linalg.jacobian import Generator
 from .exact import SingularMetricWarning, exact_spectral_sum
 from .functions import SPECTRAL_FUNCTIONS, SpectralFunction, resolve_function
 from .metric import canonical_signs, latent_metric
+from .quadratic import NonConvergenceError, NonConvergenceWarning
+from .stochastic import (
+    SpectralEstimate,
+    auto_spectral_sum,
+    chebyshev_spectral_sum,
+    lanczos_spectral_sum,
+    stochastic_spectral_sum,
+)
 
 __all__ = [
     "METHODS",
+    "NonConvergenceError",
+    "NonConvergenceWarning",
     "SPECTRAL_FUNCTIONS",
     "SingularMetricWarning",
+    "SpectralEstimate",
     "SpectralFunction",
     "canonical_signs",
     "latent_metric",
     "logdet_jtj",
     "register_method",
     "spectral_sum",
+    "stochastic_spectral_sum",
 ]
 
 Method = Callable[..., Tensor]
-METHODS: dict[str, Method] = {"exact": exact_spectral_sum}
+METHODS: dict[str, Method] = {
+    "exact": exact_spectral_sum,
+    "lanczos": lanczos_spectral_sum,
+    "chebyshev": chebyshev_spectral_sum,
+    "auto": auto_spectral_sum,
+}
 
 
 def register_method(name: str, estimator: Method) -> None:
@@ -53,9 +70,14 @@ def spectral_sum(
         z: latents ``[B, k]``.
         fn: ``"logdet"`` (``Σ log λ``), ``"trace"`` (``Σ λ``), ``"nuclear"`` (``Σ √λ``),
             or an object with elementwise callables ``g`` and ``dg = g'``.
-        method: ``"exact"`` (default), or a registered stochastic estimator.
+        method: ``"exact"`` (default), ``"lanczos"`` (stochastic Lanczos quadrature),
+            ``"chebyshev"`` (Chebyshev–Hutchinson), ``"auto"`` (exact for small ``k``), or
+            a registered estimator.
         **options: passed to the estimator; for ``"exact"``: ``chunk_size``, ``jitter``,
-            ``on_singular`` (``"warn"``/``"raise"``), ``rank_tol``.
+            ``on_singular`` (``"warn"``/``"raise"``), ``rank_tol``; for the stochastic
+            methods: ``num_probes``, ``num_matvecs``, ``tol``, ``probes``, ``generator``,
+            ``deflate``, ``on_nonconvergence``, ``return_info`` (see
+            :func:`~spectral_backprop.spectral.stochastic.stochastic_spectral_sum`).
 
     Returns:
         ``Tensor[B]``; its gradient with respect to ``z`` and every tensor ``G`` uses is

@@ -1,0 +1,63 @@
+r"""What a stochastic kernel returns: quadratic forms ``xᵀ g(M) x`` and vectors ``g'(M) x``.
+
+Each stochastic estimator of ``tr g(M)`` and of its gradient reduces to, for a set of
+vectors ``x_j`` (random probes and deflation vectors),
+
+.. math::  q_j \approx x_j^\top g(M)\, x_j, \qquad u_j \approx g'(M)\, x_j ,
+
+computed without an autograd graph; :mod:`.stochastic` weights the ``q_j`` into the
+value and the pairs ``(u_j, x_j)`` into the gradient surrogate. The kernels are
+:mod:`.slq` (Lanczos) and :mod:`.chebyshev_hutchinson` (Chebyshev series).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .functions import SpectralFunction
+
+__all__ = [
+    "NonConvergenceError",
+    "NonConvergenceWarning",
+    "QuadraticForms",
+    "is_reciprocal",
+]
+
+
+class NonConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its budget before reaching the tolerance."""
+
+
+class NonConvergenceError(RuntimeError):
+    """Raised instead of :class:`NonConvergenceWarning` with ``on_nonconvergence="raise"``."""
+
+
+def is_reciprocal(fn: SpectralFunction) -> bool:
+    """``g' = 1/x`` (log det): ``g'(M) x`` solves ``M u = x``, so CG and its residual apply."""
+    return fn.dg is torch.reciprocal
+
+
+@dataclass
+class QuadraticForms:
+    """Per-column results of a kernel for ``x[B, k, c]``.
+
+    Attributes:
+        values: ``q[B, c] ≈ xᵀ g(M) x``.
+        vectors: ``u[B, k, c] ≈ g'(M) x``, or ``None`` when not requested.
+        iterations: ``[B, c]`` products with ``M`` used by each column.
+        residual: ``[B, c]`` convergence measure the tolerance was tested against.
+        converged: ``[B, c]``.
+        matvecs: products with ``M`` executed per sample (batched lanes included).
+        extra: kernel-specific diagnostics (degree, interval, ...).
+    """
+
+    values: Tensor
+    vectors: Tensor | None
+    iterations: Tensor
+    residual: Tensor
+    converged: Tensor
+    matvecs: int
+    extra: dict = field(default_factory=dict)

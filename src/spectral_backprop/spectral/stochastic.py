@@ -1,0 +1,295 @@
+r"""Stochastic spectral backpropagation: matrix-free ``tr g(JᵀJ)`` and its gradient.
+
+For probes ``ε`` with ``E[εεᵀ] = I`` and ``M = JᵀJ`` (Ramesh & LeCun 2018,
+arXiv 1806.00499, §3; DESIGN.md §1):
+
+.. math::
+    S_g = \operatorname{tr} g(M) = E_\varepsilon[\varepsilon^\top g(M)\, \varepsilon], \qquad
+    dS_g = \operatorname{tr}(g'(M)\, dM) = E_\varepsilon\big[d\,(J u)\cdot(J \varepsilon)\big],
+    \quad u = g'(M)\,\varepsilon \text{ held fixed}.
+
+The value comes from a kernel (:mod:`.slq` for ``method="lanczos"``,
+:mod:`.chebyshev_hutchinson` for ``method="chebyshev"``) that also returns
+``u = g'(M)ε``, all without an autograd graph, through ``Mv = Jᵀ(Jv)`` (one JVP and
+one VJP). The gradient is attached through the surrogate ``Σ_j w_j (J u_j)·(J x_j)``:
+one batched JVP with a graph per vector, so peak memory is set by the number of
+probes, never by the number of Lanczos/CG steps or the polynomial degree. The value
+returned is ``estimate + (surrogate − surrogate.detach())``, as in the exact mode.
+
+**Variance reduction: deflation.** A Lanczos sketch (:mod:`.deflation`) finds Ritz
+vectors ``V`` where ``|g'|`` is largest (for log det the smallest eigenpairs, which
+dominate ``M^{-1}``). With ``P = I − VVᵀ``,
+``tr A = Σ_i v_iᵀ A v_i + E[εᵀ P A P ε]``: the columns of ``V`` enter with weight 1
+and the probes are drawn in the complement, weight ``1/p``. Unbiased for any ``V``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..linalg.jacobian import Generator, check_latents, jacobian_columns, metric_matvec
+from ..linalg.probes import PROBE_KINDS, sample_probes
+from .chebyshev_hutchinson import chebyshev_forms
+from .deflation import sketch_spectrum
+from .exact import SingularMetricWarning, exact_spectral_sum, singular_samples
+from .functions import SpectralFunction
+from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms
+from .slq import lanczos_forms
+
+__all__ = [
+    "AUTO_CROSSOVER",
+    "DEFAULT_NUM_MATVECS",
+    "DEFAULT_NUM_PROBES",
+    "SpectralEstimate",
+    "auto_spectral_sum",
+    "chebyshev_spectral_sum",
+    "lanczos_spectral_sum",
+    "stochastic_spectral_sum",
+]
+
+DEFAULT_NUM_PROBES = 8
+DEFAULT_NUM_MATVECS = 64  # Lanczos steps per probe (an upper bound; tol stops earlier)
+DEFAULT_TOL = 1e-3
+SKETCH_STEPS = 30  # Lanczos steps of the spectrum sketch (bounds and deflation)
+# Latent size at and above which method="auto" goes stochastic; measured in
+# benchmarks/bench_stochastic.py --crossover (see docs/stochastic.md).
+AUTO_CROSSOVER = 128
+
+
+@dataclass
+class SpectralEstimate:
+    """A stochastic estimate with its standard error and diagnostics.
+
+    Attributes:
+        value: ``Tensor[B]``, differentiable by stochastic spectral backpropagation.
+        std_error: ``Tensor[B]`` standard error of the probe average (``nan`` with one
+            probe; conservative for orthogonal probes, which are negatively correlated).
+        info: diagnostics: ``method``, ``num_probes``, ``probes``, ``matvecs`` (products
+            with ``M`` per sample, sketch included), ``iterations``/``residual``/
+            ``converged`` per vector ``[B, c]`` (deflation vectors first), ``deflated``
+            Ritz values, ``interval`` and ``degree`` (Chebyshev), ``singular`` samples.
+    """
+
+    value: Tensor
+    std_error: Tensor
+    info: dict = field(default_factory=dict)
+
+
+def _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_nonconvergence,
+                   on_singular, jitter) -> None:
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
+    if num_matvecs is not None and (
+        isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 1
+    ):
+        raise ValueError(f"num_matvecs must be a positive integer or None, got {num_matvecs!r}")
+    if not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if probes not in PROBE_KINDS:
+        raise ValueError(f"probes must be one of {', '.join(PROBE_KINDS)}; got {probes!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if deflate is not None and (isinstance(deflate, bool) or not isinstance(deflate, int)
+                                or deflate < 0):
+        raise ValueError(f"deflate must be an integer >= 0 or None, got {deflate!r}")
+    if on_nonconvergence not in ("warn", "raise"):
+        raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
+    if on_singular not in ("warn", "raise"):
+        raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
+    if jitter < 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter}")
+
+
+def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode: str) -> None:
+    if bool(forms.converged.all()):
+        return
+    bad = (~forms.converged).any(-1).nonzero().flatten().tolist()
+    worst = forms.residual[~forms.converged].max().item()
+    msg = (
+        f"method={method!r} did not reach tol={tol:g} within num_matvecs={budget} for samples "
+        f"{bad} ({int((~forms.converged).sum())} of {forms.converged.numel()} vectors; worst "
+        f"residual {worst:.3g}): the value and gradient are biased. Raise num_matvecs or tol."
+    )
+    if mode == "raise":
+        raise NonConvergenceError(msg)
+    warnings.warn(msg, NonConvergenceWarning, stacklevel=4)
+
+
+def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor, weights: Tensor) -> Tensor:
+    """``Σ_j w_j (J u_j)·(J x_j)`` per sample, with a graph through ``J`` only."""
+    tangents = torch.cat([U, X], dim=-1).permute(2, 0, 1)  # [2c, B, k]
+    _, JT = jacobian_columns(G, z, tangents)  # [B, n, 2c]
+    c = X.shape[-1]
+    return ((JT[..., :c] * JT[..., c:]).sum(1) * weights).sum(-1)
+
+
+def stochastic_spectral_sum(
+    G: Generator,
+    z: Tensor,
+    fn: SpectralFunction,
+    *,
+    method: str = "lanczos",
+    num_probes: int = DEFAULT_NUM_PROBES,
+    num_matvecs: int | None = None,
+    tol: float = DEFAULT_TOL,
+    probes: str = "rademacher",
+    generator: torch.Generator | None = None,
+    deflate: int | None = None,
+    jitter: float = 0.0,
+    on_nonconvergence: str = "warn",
+    on_singular: str = "warn",
+    return_info: bool = False,
+) -> Tensor | SpectralEstimate:
+    """Stochastic ``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, with its gradient.
+
+    Args:
+        G: generator ``z[B, k] -> x[B, ...]``.
+        z: latents ``[B, k]``.
+        fn: the spectral function.
+        method: ``"lanczos"`` (stochastic Lanczos quadrature) or ``"chebyshev"``
+            (Chebyshev–Hutchinson).
+        num_probes: random probes per sample (``p``).
+        num_matvecs: per vector: maximum Lanczos steps (``"lanczos"``, default 64; ``tol``
+            stops earlier), or the polynomial degree and CG budget (``"chebyshev"``;
+            default: degree from ``tol`` and the condition number, CG budget ``k``).
+        tol: relative tolerance of the iterative parts (see :mod:`.slq`,
+            :mod:`.chebyshev_hutchinson`).
+        probes: ``"rademacher"``, ``"gaussian"`` or ``"orthogonal"`` (exact for
+            ``num_probes = k − deflate``).
+        generator: ``torch.Generator`` on ``z``'s device, for repeatable probes.
+        deflate: Ritz vectors treated exactly (default ``min(8, k // 8)``).
+        jitter: added to the metric's diagonal.
+        on_nonconvergence: ``"warn"`` (:class:`NonConvergenceWarning`) or ``"raise"``
+            (:class:`NonConvergenceError`) when the budget is not enough.
+        on_singular: ``"warn"`` or ``"raise"`` when the sketch finds a numerically singular
+            metric for ``log``/``sqrt``-type ``g`` (only detected when a sketch runs:
+            ``method="chebyshev"`` or ``deflate > 0``).
+        return_info: return a :class:`SpectralEstimate` instead of the value.
+
+    Returns:
+        ``Tensor[B]`` (or a :class:`SpectralEstimate`).
+    """
+    if method not in ("lanczos", "chebyshev"):
+        raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
+    _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_nonconvergence,
+                   on_singular, jitter)
+    check_latents(G, z)
+    B, k = z.shape
+    dtype, device = z.dtype, z.device
+    deflate = min(8, k // 8) if deflate is None else deflate
+    if deflate >= k:
+        raise ValueError(f"deflate={deflate} must be smaller than k={k}")
+    base = metric_matvec(G, z)
+    matvec = base if not jitter else (lambda V: base(V) + jitter * V)
+    budget = DEFAULT_NUM_MATVECS if (method == "lanczos" and num_matvecs is None) else num_matvecs
+
+    info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
+    V = z.new_zeros(B, k, 0)
+    sketch = None
+    if method == "chebyshev" or deflate > 0:
+        steps = min(k, max(SKETCH_STEPS, 3 * deflate))
+        sketch = sketch_spectrum(matvec, B, k, steps, generator=generator, dtype=dtype,
+                                 device=device)
+        info["matvecs"] += sketch.matvecs
+        r = min(deflate, int(torch.isfinite(sketch.values).sum(-1).min()))
+        V = sketch.deflation_basis(r, fn.dg)
+
+    singular = torch.zeros(B, dtype=torch.bool, device=device)
+    if fn.needs_positive and sketch is not None:
+        # The numerical-rank cut-off of the exact mode, k·eps·λ_max, on the Ritz values.
+        theta = torch.where(torch.isfinite(sketch.values), sketch.values, -torch.inf)
+        lam = torch.cat([sketch.values[:, :1], theta.amax(-1, keepdim=True)], -1)
+        singular = singular_samples(lam, k * torch.finfo(dtype).eps * lam[:, 1].clamp_min(0))
+        if singular.any():
+            msg = (
+                f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
+                f"(smallest Ritz value {sketch.values[singular, 0].min().item():.3g}); "
+                f"{fn.name} is not finite there. Pass jitter=... to regularise."
+            )
+            if on_singular == "raise":
+                raise ValueError(msg)
+            warnings.warn(msg, SingularMetricWarning, stacklevel=3)
+    info["singular"] = singular
+
+    eps = sample_probes(B, k, num_probes, probes, basis=V if V.shape[-1] else None,
+                        generator=generator, dtype=dtype, device=device)
+    X = torch.cat([V, eps], dim=-1)
+    r = V.shape[-1]
+    weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
+                         torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
+    need_grad = torch.is_grad_enabled()
+    if singular.any():
+        # Keep the solvers away from the null space: those samples are reported and
+        # excluded below, so their matvec may be anything finite and SPD.
+        shift = torch.where(singular, torch.ones_like(singular, dtype=dtype), 0)[:, None, None]
+        solve_mv = lambda W: matvec(W) + shift * W  # noqa: E731
+    else:
+        solve_mv = matvec
+    if method == "lanczos":
+        forms = lanczos_forms(solve_mv, X, fn, num_matvecs=budget, tol=tol, need_vectors=need_grad)
+    else:
+        assert sketch is not None
+        forms = chebyshev_forms(solve_mv, X, fn, bounds=sketch.bounds(), num_matvecs=budget,
+                                tol=tol, need_vectors=need_grad,
+                                cg_iters=k if budget is None else budget)
+        info["interval"] = forms.extra["interval"]
+        info["degree"] = forms.extra["degree"]
+    info["matvecs"] += forms.matvecs
+    if r:
+        info["deflated"] = (V.mT * matvec(V).mT).sum(-1)  # Rayleigh quotients of V
+    info.update(iterations=forms.iterations, residual=forms.residual, converged=forms.converged)
+    _report(forms, method, budget if budget is not None else "auto", tol, on_nonconvergence)
+
+    value = (forms.values * weights).sum(-1)
+    std_error = (
+        forms.values[:, r:].std(-1) / math.sqrt(num_probes)
+        if num_probes > 1
+        else torch.full_like(value, float("nan"))
+    )
+    if singular.any():
+        value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
+    if need_grad and forms.vectors is not None:
+        w = weights * (~singular).to(dtype)[:, None]
+        s = _surrogate(G, z, forms.vectors, X, w)
+        if s.requires_grad:
+            value = value + (s - s.detach())
+    if return_info:
+        return SpectralEstimate(value, std_error, info)
+    return value
+
+
+def lanczos_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
+    """``method="lanczos"``: stochastic Lanczos quadrature (see :func:`stochastic_spectral_sum`)."""
+    return stochastic_spectral_sum(G, z, fn, method="lanczos", **options)
+
+
+def chebyshev_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
+    """``method="chebyshev"``: Chebyshev–Hutchinson (see :func:`stochastic_spectral_sum`)."""
+    return stochastic_spectral_sum(G, z, fn, method="chebyshev", **options)
+
+
+_EXACT_OPTIONS = ("chunk_size", "jitter", "on_singular", "rank_tol")
+
+
+def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
+    """``method="auto"``: exact below ``k = AUTO_CROSSOVER`` latents, else ``"lanczos"``.
+
+    The crossover is where the stochastic gradient at the default budget became faster
+    than the exact one on the benchmark generators (``benchmarks/bench_stochastic.py
+    --crossover``, docs/stochastic.md). Options meant for the other path are ignored.
+    """
+    k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else 0
+    return_info = options.pop("return_info", False)
+    if k >= AUTO_CROSSOVER:
+        options.pop("chunk_size", None)
+        options.pop("rank_tol", None)
+        return lanczos_spectral_sum(G, z, fn, return_info=return_info, **options)
+    value = exact_spectral_sum(G, z, fn, **{o: options[o] for o in _EXACT_OPTIONS if o in options})
+    if return_info:
+        return SpectralEstimate(value, torch.zeros_like(value.detach()), {"method": "exact"})
+    return value
