@@ -1,0 +1,239 @@
+r"""``analyze_generator``: the paper's findings, measured on any generator in one call.
+
+Finding 1 (aberrant outputs): compare the implicit log-likelihood of typical samples,
+of the outputs of a high-likelihood search started from them, and of real data scored
+at their recovered latents; score how data-like the outputs are with a classifier
+trained on the real data and the distance to the nearest training example.
+
+Finding 2 (explanatory factors): save traversals along the top local eigenvectors of
+``JᵀJ``, along the global ones, and along a curved eigen path; save spectra.
+
+Artifacts in ``out_dir`` (simple formats, so reports can render them without torch):
+
+=========================== =====================================================
+``results.json``            all numbers (top-level means as floats, see below)
+``arrays.npz``              log-likelihoods, spectra, search trajectory, distances
+``search_trajectory.png``   images along the search, one row per chain
+``search_loglik.png``       log-likelihood along the search vs reference levels
+``typical.png``/``search_final.png``/``real.png`` sample grids
+``spectra.png``             eigenvalues of ``JᵀJ`` at typical latents
+``traverse_local_*.png``    rows = top local eigen-directions at one latent
+``traverse_global.png``     rows = top global eigen-directions at one latent
+``eigen_path.png``          curved paths following the leading eigenvector
+=========================== =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..geometry import eigen_path, global_directions, infer_latent_dim, principal_directions
+from ..geometry import traverse as traverse_line
+from .aberrance import classifier_scores, nearest_distance, train_classifier
+from .likelihood import log_likelihoods, score_data, summarize
+from .plots import plot_search, plot_spectra, save_image_grid
+from .search import high_likelihood_search
+
+__all__ = ["AnalysisConfig", "analyze_generator"]
+
+
+@dataclass
+class AnalysisConfig:
+    """Budget of :func:`analyze_generator` (saved in ``results.json``).
+
+    Attributes:
+        n_typical: prior samples scored as "typical".
+        n_search: search chains (started from the first typical latents).
+        search_steps, search_lr, search_objective: the search (Adam).
+        n_real: real data points inverted and scored.
+        invert_steps, invert_restarts, invert_prior_weight, residual_tol: inversion.
+        n_directions: eigen-directions shown per traversal.
+        traverse_steps, traverse_extent: traversal offsets in latent units.
+        global_samples: prior samples in ``E_z[JᵀJ]``.
+        classifier_epochs: epochs of the aberrance classifier (0: no classifier).
+        n_train_reference: training examples searched for nearest neighbours.
+        seed: seeds every random draw.
+        progress: progress bars.
+    """
+
+    n_typical: int = 256
+    n_search: int = 16
+    search_steps: int = 200
+    search_lr: float = 0.05
+    search_objective: str = "loglik"
+    n_real: int = 64
+    invert_steps: int = 300
+    invert_restarts: int = 4
+    invert_prior_weight: float = 0.0
+    residual_tol: float = 0.1
+    n_directions: int = 5
+    traverse_steps: int = 7
+    traverse_extent: float = 3.0
+    global_samples: int = 256
+    classifier_epochs: int = 3
+    n_train_reference: int = 5000
+    seed: int = 0
+    progress: bool = True
+
+
+def _mean(x: Tensor) -> float:
+    x = x.detach().double()
+    x = x[torch.isfinite(x)]
+    return x.mean().item() if x.numel() else float("nan")
+
+
+def analyze_generator(
+    G: torch.nn.Module,
+    real: Tensor,
+    out_dir: str | Path,
+    *,
+    labels: Tensor | None = None,
+    config: AnalysisConfig | None = None,
+    latent_dim: int | None = None,
+) -> dict:
+    r"""Measure both findings on ``G`` and write figures, ``results.json`` and ``arrays.npz``.
+
+    Top-level keys of the returned dict (and ``results.json``), means in nats:
+    ``loglik_typical``, ``loglik_search``, ``loglik_real`` (all inverted points),
+    ``loglik_real_on_manifold`` (unflagged points only), ``loglik_gap_search_typical``,
+    and when ``labels`` are given ``classifier_confidence_{typical,search,real}`` and
+    ``classifier_entropy_{typical,search,real}``; ``nearest_distance_{typical,search}``
+    (RMS per entry). Details (standard errors, bits/dim, flags, classifier accuracy)
+    sit under ``details``.
+
+    Args:
+        G: generator ``z[B, k] -> x[B, ...]`` (put in eval mode here).
+        real: real data ``[N, ...]`` in ``G``'s output range.
+        out_dir: folder for the artifacts (created).
+        labels: optional class labels ``[N]`` of ``real`` for the aberrance classifier.
+        config: budget (:class:`AnalysisConfig`).
+        latent_dim: k (default ``G.latent_dim``).
+    """
+    cfg = config or AnalysisConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    G.eval()
+    k = infer_latent_dim(G, latent_dim)
+    dtype = next(G.parameters()).dtype
+    real = real.to(dtype)
+    n = math.prod(real.shape[1:])
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.n_search > cfg.n_typical:
+        raise ValueError("n_search must not exceed n_typical (chains start at typical latents)")
+    say = print if cfg.progress else (lambda *a, **kw: None)
+
+    # Finding 1: typical samples, search, real data.
+    z_typ = torch.randn(cfg.n_typical, k, generator=g, dtype=dtype)
+    say(f"scoring {cfg.n_typical} typical samples")
+    ll_typ = log_likelihoods(G, z_typ)
+    with torch.no_grad():
+        x_typ = G(z_typ)
+    search = high_likelihood_search(
+        G, z_typ[: cfg.n_search], steps=cfg.search_steps, lr=cfg.search_lr,
+        objective=cfg.search_objective, record_every=max(1, cfg.search_steps // 50),
+        progress=cfg.progress,
+    )
+    ll_search = search.log_likelihood[-1]
+    x_search = search.final_outputs
+    idx = torch.randperm(real.shape[0], generator=g)[: cfg.n_real]
+    ll_real, inv = score_data(
+        G, real[idx], latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
+        prior_weight=cfg.invert_prior_weight, residual_tol=cfg.residual_tol, generator=g,
+        progress=cfg.progress,
+    )
+    on_manifold = ll_real[~inv.flagged]
+
+    results: dict = {
+        "loglik_typical": _mean(ll_typ),
+        "loglik_search": _mean(ll_search),
+        "loglik_real": _mean(ll_real),
+        "loglik_real_on_manifold": _mean(on_manifold),
+        "loglik_gap_search_typical": _mean(ll_search) - _mean(ll_typ),
+    }
+    details: dict = {
+        "typical": summarize(ll_typ, n),
+        "search": summarize(ll_search, n),
+        "search_start": summarize(search.log_likelihood[0], n),
+        "real": summarize(ll_real, n),
+        "real_on_manifold": summarize(on_manifold, n),
+        "real_flagged_fraction": inv.flagged.double().mean().item(),
+        "real_residual_rms_mean": _mean(inv.residual),
+        "search_latent_norm_start": _mean(search.latents[0].norm(dim=-1)),
+        "search_latent_norm_final": _mean(search.latents[-1].norm(dim=-1)),
+        "n_output_entries": n,
+        "latent_dim": k,
+    }
+
+    # Aberrance: classifier and nearest training example.
+    sets = {"typical": x_typ, "search": x_search, "real": real[idx]}
+    if labels is not None and cfg.classifier_epochs > 0:
+        say("training the aberrance classifier")
+        clf, acc = train_classifier(real, labels, epochs=cfg.classifier_epochs, seed=cfg.seed,
+                                    progress=cfg.progress)
+        details["classifier_heldout_accuracy"] = acc
+        for name, x in sets.items():
+            s = classifier_scores(clf, x)
+            results[f"classifier_confidence_{name}"] = _mean(s["confidence"])
+            results[f"classifier_entropy_{name}"] = _mean(s["entropy"])
+    ref = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_train_reference]]
+    dist = {name: nearest_distance(x, ref) for name, x in sets.items() if name != "real"}
+    for name, d in dist.items():
+        results[f"nearest_distance_{name}"] = _mean(d)
+
+    # Finding 2: spectra, traversals, eigen paths.
+    say("eigen-directions and traversals")
+    lam_typ, V = principal_directions(G, z_typ[:32])
+    r = min(cfg.n_directions, k)
+    figures = [plot_spectra(lam_typ, out / "spectra.png").name]
+    for i in range(min(2, cfg.n_typical)):
+        rows = torch.stack([traverse_line(G, z_typ[i:i + 1], V[i, :, j], cfg.traverse_steps,
+                                          extent=cfg.traverse_extent)[0] for j in range(r)])
+        p = save_image_grid(rows, out / f"traverse_local_{i}.png",
+                            row_labels=[f"v{j + 1}" for j in range(r)],
+                            title=f"top local eigen-directions, offsets ±{cfg.traverse_extent}")
+        figures.append(p.name)
+    lam_glob, V_glob = global_directions(G, r, cfg.global_samples, latent_dim=k, generator=g)
+    rows = torch.stack([traverse_line(G, z_typ[:1], V_glob[:, j], cfg.traverse_steps,
+                                      extent=cfg.traverse_extent)[0] for j in range(r)])
+    figures.append(save_image_grid(rows, out / "traverse_global.png",
+                                   row_labels=[f"g{j + 1}" for j in range(r)],
+                                   title="top global eigen-directions").name)
+    path = eigen_path(G, z_typ[:4], steps=cfg.traverse_steps - 1, output_step=True,
+                      step_size=0.5 * math.sqrt(n) / max(cfg.traverse_steps - 1, 1))
+    figures.append(save_image_grid(path.outputs.transpose(0, 1), out / "eigen_path.png",
+                                   title="paths following the leading eigenvector").name)
+
+    # Pictures of finding 1.
+    rec = search.outputs
+    pick = torch.linspace(0, rec.shape[0] - 1, min(8, rec.shape[0])).round().long()
+    figures.append(save_image_grid(rec[pick].transpose(0, 1)[:8], out / "search_trajectory.png",
+                                   title="high-likelihood search (left: start)").name)
+    figures.append(plot_search(search.steps, search.log_likelihood, out / "search_loglik.png",
+                               reference={"typical (mean)": results["loglik_typical"],
+                                          "real, inverted (mean)": results["loglik_real"]}).name)
+    for name, x in (("typical", x_typ[:16]), ("search_final", x_search[:16]),
+                    ("real", real[idx][:16])):
+        figures.append(save_image_grid(x[None], out / f"{name}.png", title=name).name)
+
+    np.savez_compressed(
+        out / "arrays.npz",
+        loglik_typical=ll_typ.double().numpy(), loglik_search=ll_search.double().numpy(),
+        loglik_real=ll_real.double().numpy(), real_residual=inv.residual.double().numpy(),
+        real_flagged=inv.flagged.numpy(), spectra=lam_typ.double().numpy(),
+        global_spectrum=lam_glob.double().numpy(), search_steps=search.steps.numpy(),
+        search_loglik=search.log_likelihood.double().numpy(),
+        search_logdet=search.logdet.double().numpy(),
+        **{f"nearest_distance_{k_}": v.numpy() for k_, v in dist.items()},
+    )
+    results["details"] = details
+    results["figures"] = figures
+    results["config"] = asdict(cfg)
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    return results

@@ -1,0 +1,218 @@
+"""Analysis tools: high-likelihood search, baselines, purity, likelihood gap, aberrance."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import ConvGenerator, mlp_generator
+from spectral_backprop import implicit_log_prob
+from spectral_backprop.analysis import (
+    AnalysisConfig,
+    analyze_generator,
+    bits_per_dim,
+    classifier_scores,
+    direction_purity,
+    factor_spread,
+    ganspace_directions,
+    high_likelihood_search,
+    nearest_distance,
+    purity_from_changes,
+    random_directions,
+    sefa_directions,
+    sprite_factors,
+    summarize,
+    train_classifier,
+)
+from spectral_backprop.data import render_sprites, sprites
+from spectral_backprop.geometry import principal_directions
+
+
+class ExpGenerator(torch.nn.Module):
+    """``G(z) = exp(c ⊙ z)``: ``log det JᵀJ = Σ 2(log c_i + c_i z_i)``, so the implicit
+    log-likelihood ``−½‖z‖² − Σ c_i z_i + const`` is concave with maximiser ``z = −c``."""
+
+    def __init__(self, c: torch.Tensor):
+        super().__init__()
+        self.c = torch.nn.Parameter(c)
+
+    def forward(self, z):
+        return torch.exp(self.c * z)
+
+
+def test_search_raises_objective_monotonically_on_concave_toy():
+    c = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)
+    G = ExpGenerator(c)
+    res = high_likelihood_search(G, torch.randn(4, 3, dtype=torch.float64), steps=40,
+                                 optimizer="sgd", lr=0.2)
+    assert res.latents.shape == (41, 4, 3) and res.outputs.shape == (41, 4, 3)
+    assert (res.objective[1:] > res.objective[:-1]).all()
+    torch.testing.assert_close(res.final_latents, -c.expand(4, 3), atol=1e-3, rtol=0)
+    torch.testing.assert_close(res.log_likelihood[-1],
+                               implicit_log_prob(G, res.final_latents).detach())
+    # The search must leave G untouched: no gradients, requires_grad restored.
+    assert G.c.grad is None and G.c.requires_grad
+
+
+def test_search_logdet_objective_and_recording():
+    c = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    res = high_likelihood_search(ExpGenerator(c), torch.zeros(2, 2, dtype=torch.float64),
+                                 steps=10, optimizer="sgd", lr=0.1, objective="logdet",
+                                 record_every=4, max_norm=0.5)
+    assert res.steps.tolist() == [0, 4, 8, 10]
+    torch.testing.assert_close(res.objective, -0.5 * res.logdet)
+    assert (res.objective[1:] >= res.objective[:-1]).all()  # stops rising on the ball
+    assert (res.latents.norm(dim=-1) <= 0.5 + 1e-12).all()
+
+
+def test_search_bad_inputs():
+    G = ExpGenerator(torch.ones(2, dtype=torch.float64))
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="objective"):
+        high_likelihood_search(G, z, objective="entropy")
+    with pytest.raises(ValueError, match="optimizer"):
+        high_likelihood_search(G, z, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="steps"):
+        high_likelihood_search(G, z, steps=-1)
+    with pytest.raises(ValueError, match="2-D"):
+        high_likelihood_search(G, torch.zeros(2, dtype=torch.float64))
+
+
+def test_sefa_equals_metric_directions_of_a_linear_generator():
+    G = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Linear(8, 8, bias=False)).double()
+    with torch.no_grad():
+        G[1].weight.copy_(torch.eye(8))  # G(z) = W z + b: SeFa is exact
+    G.latent_dim = 3
+    lam, V = sefa_directions(G, 2)
+    lam_m, V_m = principal_directions(G, torch.zeros(1, 3, dtype=torch.float64), 2)
+    torch.testing.assert_close(lam, lam_m[0])
+    torch.testing.assert_close(V, V_m[0])  # both use canonical signs
+
+
+def test_ganspace_on_pre_activations_recovers_sefa():
+    # PCA of Wz + b carried back by regression gives W's right singular vectors.
+    G = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh()).double()
+    with torch.no_grad():
+        U, _ = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64))
+        G[0].weight.copy_(U @ torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)))
+    G.latent_dim = 3
+    _, D = ganspace_directions(G, 3, 20000, layer="0",
+                               generator=torch.Generator().manual_seed(0))
+    _, V = sefa_directions(G, 3)
+    torch.testing.assert_close(D.norm(dim=0), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close((D.T @ V).abs(), torch.eye(3, dtype=torch.float64), atol=3e-2,
+                               rtol=0)
+    # Default layer: the activation after the first weight layer.
+    _, D2 = ganspace_directions(G, 2, 500)
+    assert D2.shape == (3, 2)
+
+
+def test_random_directions_orthonormal():
+    Q = random_directions(6, 4, generator=torch.Generator().manual_seed(0),
+                          dtype=torch.float64)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="r must be"):
+        random_directions(3, 5)
+
+
+def test_baselines_bad_inputs():
+    with pytest.raises(TypeError, match="nn.Module"):
+        sefa_directions(lambda z: z, 1)
+    with pytest.raises(ValueError, match="no Linear"):
+        sefa_directions(torch.nn.Tanh(), 1)
+    G = mlp_generator()
+    with pytest.raises(ValueError, match="no submodule"):
+        ganspace_directions(G, 1, 100, layer="nope", latent_dim=3)
+
+
+IMAGE = 28
+# Base factors (x, y, size, aspect, orientation, brightness) and one scale per latent.
+BASE = torch.tensor([14.0, 14.0, 1.8, 2.0, 0.6, 0.75], dtype=torch.float64)
+SCALE = torch.tensor([1.0, 1.0, 0.1, 0.2, 0.3, 0.05], dtype=torch.float64)
+
+
+class AlignedSprites(torch.nn.Module):
+    """A generator whose latent coordinates are the sprite factors, one each."""
+
+    latent_dim = 6
+
+    def forward(self, z):
+        return render_sprites(BASE + SCALE * z, IMAGE).to(z.dtype)
+
+
+def test_sprite_factors_recover_rendered_factors():
+    data = sprites(200, IMAGE, seed=1)
+    est = sprite_factors(data.x).float()
+    diff = est - data.factors
+    diff[:, 4] = torch.remainder(diff[:, 4] + math.pi / 2, math.pi) - math.pi / 2
+    assert diff.abs().max() < 0.02
+
+
+def test_factor_aligned_generator_has_purity_one():
+    G = AlignedSprites()
+    spread = factor_spread(sprites(500, IMAGE).x)
+    z = 0.5 * torch.randn(8, 6, dtype=torch.float64)
+    p = direction_purity(G, z, torch.eye(6, dtype=torch.float64), spread, delta=0.3)
+    assert p.shape == (8, 6)
+    assert (p > 0.99).all(), p.min()
+    # A direction moving x and y by the same normalised amount: purity 1/2.
+    d = torch.zeros(6, 1, dtype=torch.float64)
+    d[0], d[1] = spread[0] / SCALE[0], spread[1] / SCALE[1]
+    q = direction_purity(G, z, d, spread, delta=0.3)
+    torch.testing.assert_close(q, torch.full_like(q, 0.5), atol=0.02, rtol=0)
+
+
+def test_purity_edge_cases_and_errors():
+    assert purity_from_changes(torch.tensor([0.0, 3.0, -1.0])).item() == pytest.approx(0.75)
+    assert math.isnan(purity_from_changes(torch.zeros(3)).item())
+    G = AlignedSprites()
+    z = torch.zeros(2, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="directions must be"):
+        direction_purity(G, z, torch.eye(5, dtype=torch.float64), torch.ones(6))
+    with pytest.raises(ValueError, match="one channel"):
+        sprite_factors(torch.zeros(2, 3, 8, 8))
+
+
+def test_likelihood_summary_and_bits_per_dim():
+    v = torch.tensor([-10.0, -12.0, float("-inf")])
+    s = summarize(v, n=4)
+    assert s["count"] == 2 and s["mean"] == pytest.approx(-11.0)
+    assert s["se"] == pytest.approx(math.sqrt(2) / math.sqrt(2))
+    assert s["bits_per_dim"] == pytest.approx(11.0 / (4 * math.log(2)))
+    assert bits_per_dim(-math.log(2) * 8, 8) == pytest.approx(1.0)
+
+
+def test_aberrance_scores():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat(100)
+    x = (labels[:, None] * 2.0 - 1.0) + 0.1 * torch.randn(200, 4, generator=g)
+    model, acc = train_classifier(x, labels, epochs=5, lr=1e-2, holdout=0.2)
+    assert acc > 0.95
+    s = classifier_scores(model, torch.cat([x[:5], torch.zeros(1, 4)]))
+    assert (s["confidence"][:5] > 0.9).all()
+    assert s["entropy"][5] > s["entropy"][:5].max()  # the midpoint is ambiguous
+    d = nearest_distance(torch.stack([x[0], x[0] + 5.0]), x)
+    assert d[0].item() == 0.0 and d[1].item() > 1.0
+    with pytest.raises(ValueError, match="labels"):
+        train_classifier(x, labels[:10])
+
+
+def test_analyze_generator_writes_results(tmp_path):
+    G = ConvGenerator(k=3, dtype=torch.float32)
+    G.latent_dim = 3
+    real = torch.tanh(torch.randn(40, 1, 8, 8))
+    labels = torch.arange(40) % 2
+    cfg = AnalysisConfig(n_typical=8, n_search=2, search_steps=3, n_real=3, invert_steps=5,
+                         invert_restarts=1, n_directions=2, traverse_steps=3, global_samples=4,
+                         classifier_epochs=1, n_train_reference=20, progress=False)
+    res = analyze_generator(G, real, tmp_path / "out", labels=labels, config=cfg)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    for key in ("loglik_typical", "loglik_search", "loglik_real",
+                "classifier_confidence_typical", "classifier_confidence_search"):
+        assert isinstance(saved[key], float) and saved[key] == pytest.approx(res[key])
+    for name in saved["figures"]:
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert (tmp_path / "out" / "arrays.npz").exists()
