@@ -81,3 +81,11 @@ def test_batchnorm_in_training_mode_is_refused_and_eval_mode_works():
     J = jacobian(G, z)
     # In eval mode samples are independent: each Jacobian is that of the sample alone.
     torch.testing.assert_close(J[2:3], jacobian(G, z[2:3]))
+
+
+def test_random_layers_are_refused_with_a_hint():
+    G = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 4))
+    with pytest.raises(ValueError, match="random numbers.*G.eval"):
+        jacobian(G, torch.randn(3, 2))
+    G.eval()
+    assert jacobian(G, torch.randn(3, 2)).shape == (3, 4, 2)

@@ -101,6 +101,11 @@ def _call(thunk: Callable[[], tuple[Tensor, Tensor]], z: Tensor) -> tuple[Tensor
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         if "G returned shape" in str(err) or "G must return" in str(err):
             raise
+        if "random operation" in str(err):
+            raise ValueError(
+                "G draws random numbers (dropout or noise layers in training mode?): the "
+                "Jacobian of a random map is not defined. Call G.eval() or fix the noise."
+            ) from err
         raise ValueError(
             f"G could not be evaluated on z of shape {tuple(z.shape)} "
             f"(does k={z.shape[1]} match G's latent size?): {err}"
@@ -126,14 +131,8 @@ def jacobian_columns(G: Generator, z: Tensor, tangents: Tensor) -> tuple[Tensor,
     def one(t: Tensor) -> tuple[Tensor, Tensor]:
         return jvp(f, (z,), (t,))
 
-    try:
-        x, cols = vmap(one, out_dims=(None, 0))(tangents)
-    except ValueError as err:
-        if "out_dims" not in str(err) and "returned" not in str(err):
-            raise
-        # Primal outputs that vmap treats as batched: fall back to taking the first.
-        x, cols = vmap(one)(tangents)
-        x = x[0]
+    # The primal output does not depend on the tangent: vmap returns it once.
+    x, cols = vmap(one, out_dims=(None, 0))(tangents)
     return x, cols.permute(1, 2, 0)
 
 
