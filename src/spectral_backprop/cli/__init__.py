@@ -14,6 +14,8 @@ import sys
 
 # One line per subcommand module, in the order shown by --help.
 _SUBCOMMANDS = [
+    "analyze",
+    "factors",
 ]
 
 
