@@ -216,3 +216,14 @@ def test_analyze_generator_writes_results(tmp_path):
     for name in saved["figures"]:
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert (tmp_path / "out" / "arrays.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["spectral_backprop.geometry",
+                                  "spectral_backprop.analysis.search"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
