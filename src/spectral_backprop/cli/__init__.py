@@ -16,6 +16,7 @@ import sys
 _SUBCOMMANDS = [
     "analyze",
     "factors",
+    "report",
 ]
 
 

@@ -1,0 +1,225 @@
+"""The HTML page: one self-contained file, every image embedded as a base64 data URI.
+
+Nothing is fetched when the page is opened (no scripts, fonts or style sheets from
+elsewhere), so it reads the same from a laptop's file browser, an e-mail attachment or
+a CI artifact store.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import figures
+from .artifacts import Artifacts, Variant, load_artifacts
+from .tables import flat_metrics, format_value, summary_rows
+
+__all__ = ["REPORT", "render_html", "write_report"]
+
+REPORT = "report.html"
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;
+max-width:1320px;padding:0 24px 48px;color:#1d1d1f;line-height:1.45}
+h1{margin:28px 0 4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+p.lead{color:#444;max-width:900px}nav a{margin-right:14px}
+.cols{display:grid;grid-template-columns:repeat(var(--n),minmax(0,1fr));gap:20px}
+figure{margin:10px 0}figure img{max-width:100%;height:auto;image-rendering:pixelated;
+border:1px solid #eee}figcaption{font-size:13px;color:#555}
+table{border-collapse:collapse;font-size:14px;margin:8px 0}
+th,td{padding:4px 10px;border-bottom:1px solid #e5e5e5;text-align:right}
+th:first-child,td:first-child{text-align:left}thead th{background:#f6f6f6}
+.note{font-size:13px;color:#555;max-width:900px}
+pre{background:#f6f6f6;padding:10px;font-size:12px;overflow:auto;max-height:360px}
+h3{font-size:16px;margin:12px 0 4px}
+"""
+
+INTRO = (
+    "The implicit likelihood of a generator, log p<sub>G</sub>(G(z)) = log p<sub>Z</sub>(z) "
+    "− ½ log det J<sup>T</sup>J, made differentiable by spectral backpropagation "
+    "(Ramesh &amp; LeCun 2018, arXiv 1806.00499). Finding 1: gradient ascent on it in latent "
+    "space reaches likelihoods far above typical samples with outputs that look like no "
+    "digit. Finding 2: the top eigenvectors of J<sup>T</sup>J move the output along "
+    "interpretable factors."
+)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(png: bytes | None, caption: str, alt: str | None = None) -> str:
+    if png is None:
+        return ""
+    alt_text = html.escape(alt or caption)
+    return (f'<figure><img src="{_data_uri(png)}" alt="{alt_text}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _file_figure(path: Path | None, caption: str) -> str:
+    return _figure(path.read_bytes(), caption) if path is not None else ""
+
+
+def _columns(cells: Iterable[str]) -> str:
+    cells = [c for c in cells if c]
+    if not cells:
+        return ""
+    return f'<div class="cols" style="--n:{len(cells)}">{"".join(cells)}</div>'
+
+
+def _per_variant(variants: list[Variant], figure: str, caption: str) -> str:
+    """One column per variant holding the analysis PNG ``figure``."""
+    return _columns(
+        f"<div><h3>{html.escape(v.label)}</h3>{_file_figure(v.figure(figure), caption)}</div>"
+        for v in variants if v.figure(figure) is not None)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _summary(art: Artifacts) -> str:
+    metrics = {v.name: flat_metrics(v.analysis, v.info) for v in art.variants}
+    rows = summary_rows(metrics)
+    header = ["quantity", "unit"] + [html.escape(v.label) for v in art.variants]
+    body = [[html.escape(r["metric"]), html.escape(r["unit"])]
+            + [format_value(r[v.name]) for v in art.variants] for r in rows]
+    return _table(header, body)
+
+
+def _likelihood_details(art: Artifacts) -> str:
+    """Mean ± standard error, median and bits/dim of each scored set."""
+    sets = [("typical", "typical samples"), ("search_start", "search, start"),
+            ("search", "search, end"), ("real", "real digits, inverted"),
+            ("real_on_manifold", "real digits, near the manifold")]
+    rows = []
+    for v in art.variants:
+        details = v.analysis.get("details", {})
+        for key, name in sets:
+            if key in details:
+                d = details[key]
+                rows.append([html.escape(v.label), name,
+                             f"{format_value(d.get('mean'))} ± {format_value(d.get('se'))}",
+                             format_value(d.get("median")), format_value(d.get("bits_per_dim")),
+                             format_value(d.get("count"))])
+    if not rows:
+        return ""
+    return _table(["generator", "points", "mean ± s.e. (nats)", "median", "bits/dim", "n"],
+                  rows)
+
+
+def _samples(art: Artifacts) -> str:
+    cells = []
+    for v in art.variants:
+        grid = v.info.get("samples_figure")
+        path = art.root / grid if grid else v.figure("typical.png")
+        cells.append(f"<div><h3>{html.escape(v.label)}</h3>"
+                     + _file_figure(path, "random samples G(z), z ~ N(0, I)") + "</div>")
+    real = art.variants[0].figure("real.png")
+    if real is not None:
+        cells.append("<div><h3>real data</h3>"
+                     + _file_figure(real, "training digits (the analysis' scored subset)")
+                     + "</div>")
+    reference = art.results.get("real_class_shares")
+    coverage = figures.class_coverage(art.variants, reference)
+    text = ""
+    if coverage is not None:
+        text = ("<p class='note'>A classifier trained on the real digits labels generated "
+                "samples; a generator that drops modes leaves classes empty.</p>"
+                + _figure(coverage, "predicted class shares of generated samples"))
+    return _columns(cells) + text
+
+
+def _run_info(art: Artifacts) -> str:
+    keep = {k: art.results[k] for k in ("config", "timings", "environment")
+            if k in art.results}
+    if art.kind == "analysis":
+        keep = {"config": art.results.get("config", {})}
+    return f"<pre>{html.escape(json.dumps(keep, indent=2, default=str))}</pre>"
+
+
+def render_html(art: Artifacts) -> str:
+    """The report page for loaded artifacts (see :func:`write_report`)."""
+    vs = art.variants
+    labels = ", ".join(html.escape(v.label) for v in vs)
+    sections = [
+        ("summary", "Summary", _summary(art)
+         + "<p class='note'>Log-likelihoods are densities on the generator's manifold "
+           "(k-dimensional volume, pixels in [−1, 1]); they compare points under one "
+           "generator. Real digits are scored at the latent that reconstructs them best; "
+           "flagged points lie far from the manifold.</p>"),
+        ("samples", "Samples", _samples(art)),
+        ("likelihood", "Likelihoods",
+         _figure(figures.loglik_histograms(vs),
+                 "implicit log-likelihood of typical samples, search outputs and real digits")
+         + _per_variant(vs, "search_loglik.png", "log-likelihood along the search")
+         + _likelihood_details(art)),
+        ("search", "High-likelihood search (finding 1)",
+         "<p class='note'>Gradient ascent on log p<sub>Z</sub>(z) − ½ log det "
+         "J<sup>T</sup>J by spectral backpropagation, one row per chain, left to right "
+         "along the search.</p>"
+         + _per_variant(vs, "search_trajectory.png", "search trajectory (left: start)")
+         + _per_variant(vs, "search_final.png", "outputs at the end of the search")),
+        ("traversals", "Eigen-direction traversals (finding 2)",
+         "<p class='note'>Rows: the top eigenvectors of J<sup>T</sup>J at one latent "
+         "(local), of E<sub>z</sub>[J<sup>T</sup>J] (global), and curved paths that keep "
+         "following the leading eigenvector.</p>"
+         + _per_variant(vs, "traverse_local_0.png", "local eigen-directions, latent 1")
+         + _per_variant(vs, "traverse_local_1.png", "local eigen-directions, latent 2")
+         + _per_variant(vs, "traverse_global.png", "global eigen-directions")
+         + _per_variant(vs, "eigen_path.png", "paths along the leading eigenvector")),
+        ("spectra", "Spectra of JᵀJ",
+         _figure(figures.spectra_overlay(vs), "eigenvalues of JᵀJ, all variants")
+         + _per_variant(vs, "spectra.png", "eigenvalues at typical latents")),
+        ("training", "Training",
+         _figure(figures.training_curves(vs), "training curves")),
+        ("run", "Run", _run_info(art)),
+    ]
+    sections = [(a, t, body) for a, t, body in sections if body]
+    nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>spectral-backprop report: {labels}</title><style>{CSS}</style></head><body>",
+        "<h1>spectral-backprop report</h1>",
+        f"<p class='lead'>{INTRO}</p>",
+        f"<p class='note'>Generators: {labels}. Folder: {html.escape(str(art.root))}. "
+        f"Rendered {stamp} from saved artifacts.</p>",
+        f"<nav>{nav}</nav>",
+    ]
+    parts += [f'<section id="{a}"><h2>{html.escape(t)}</h2>{body}</section>'
+              for a, t, body in sections]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render the report of a demo or analysis folder from its saved artifacts alone.
+
+    Args:
+        run_dir: the folder (see :mod:`.artifacts` for the layouts understood).
+        out: the HTML file (default ``run_dir/report.html``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ReportError: missing or unreadable artifacts.
+        OSError: the HTML file cannot be written.
+    """
+    art = load_artifacts(run_dir)
+    path = Path(out) if out is not None else art.root / REPORT
+    page = render_html(art)
+    # Written beside the target and moved into place, so a browser never sees half a page.
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

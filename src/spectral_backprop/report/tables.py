@@ -1,0 +1,75 @@
+"""The summary table: one row per measured quantity, one column per variant.
+
+Defined once here and used twice: the demo stores the rows in ``results.json`` for
+machines, the report renders them for people.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["SUMMARY_ROWS", "flat_metrics", "format_value", "summary_rows"]
+
+# (key in a variant's flat metrics, label, unit). Keys absent from every variant are
+# left out, so the same table serves a demo and a bare analysis.
+SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("loglik_typical", "log-likelihood, typical samples", "nats"),
+    ("loglik_search", "log-likelihood, high-likelihood search outputs", "nats"),
+    ("loglik_real", "log-likelihood, real digits (inverted)", "nats"),
+    ("loglik_gap_search_typical", "likelihood gap, search − typical", "nats"),
+    ("bits_per_dim_typical", "typical samples", "bits/dim"),
+    ("real_flagged_fraction", "real digits far from the manifold (flagged)", "fraction"),
+    ("classifier_confidence_typical", "classifier confidence, typical samples", "prob."),
+    ("classifier_confidence_search", "classifier confidence, search outputs", "prob."),
+    ("classifier_confidence_real", "classifier confidence, real digits", "prob."),
+    ("nearest_distance_typical", "distance to nearest training digit, typical", "RMS/pixel"),
+    ("nearest_distance_search", "distance to nearest training digit, search", "RMS/pixel"),
+    ("class_entropy", "entropy of predicted digit classes (max ln 10 = 2.303)", "nats"),
+    ("classes_covered", "digit classes with ≥ 2% of samples", "of 10"),
+    ("train_seconds", "training time", "s"),
+)
+
+
+def flat_metrics(analysis: Mapping[str, Any], info: Mapping[str, Any] | None = None
+                 ) -> dict[str, float]:
+    """Numbers of one variant under the keys of :data:`SUMMARY_ROWS`.
+
+    Args:
+        analysis: an analysis ``results.json`` (top-level means plus ``details``).
+        info: the demo's entry for the variant (class coverage, timings), if any.
+    """
+    out = {k: v for k, v in analysis.items() if isinstance(v, int | float)}
+    details = analysis.get("details", {})
+    if "typical" in details:
+        out["bits_per_dim_typical"] = details["typical"].get("bits_per_dim", math.nan)
+    if "real_flagged_fraction" in details:
+        out["real_flagged_fraction"] = details["real_flagged_fraction"]
+    for key in ("class_entropy", "classes_covered", "train_seconds"):
+        if info and key in info:
+            out[key] = info[key]
+    return out
+
+
+def summary_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """Rows ``{"key", "metric", "unit", <variant>: value, ...}`` for ``{variant: metrics}``."""
+    rows = []
+    for key, label, unit in SUMMARY_ROWS:
+        if not any(key in m for m in metrics.values()):
+            continue
+        row: dict[str, Any] = {"key": key, "metric": label, "unit": unit}
+        row.update({name: m.get(key) for name, m in metrics.items()})
+        rows.append(row)
+    return rows
+
+
+def format_value(value: Any) -> str:
+    """Three significant figures for floats, '—' for missing or non-finite values."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
