@@ -17,6 +17,7 @@ _SUBCOMMANDS = [
     "analyze",
     "factors",
     "report",
+    "demo",
 ]
 
 

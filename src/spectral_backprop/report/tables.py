@@ -19,7 +19,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("loglik_search", "log-likelihood, high-likelihood search outputs", "nats"),
     ("loglik_real", "log-likelihood, real digits (inverted)", "nats"),
     ("loglik_gap_search_typical", "likelihood gap, search − typical", "nats"),
-    ("bits_per_dim_typical", "typical samples", "bits/dim"),
+    ("bits_per_dim_typical", "negative log-likelihood, typical samples", "bits/dim"),
     ("real_flagged_fraction", "real digits far from the manifold (flagged)", "fraction"),
     ("classifier_confidence_typical", "classifier confidence, typical samples", "prob."),
     ("classifier_confidence_search", "classifier confidence, search outputs", "prob."),
