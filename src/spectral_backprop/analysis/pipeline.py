@@ -25,8 +25,10 @@ Artifacts in ``out_dir`` (simple formats, so reports can render them without tor
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from torch import Tensor
 
 from ..geometry import eigen_path, global_directions, infer_latent_dim, principal_directions
 from ..geometry import traverse as traverse_line
+from ..spectral import SingularMetricWarning
 from .aberrance import classifier_scores, nearest_distance, train_classifier
 from .likelihood import log_likelihoods, score_data, summarize
 from .plots import plot_search, plot_spectra, save_image_grid
@@ -59,6 +62,10 @@ class AnalysisConfig:
         global_samples: prior samples in ``E_z[JᵀJ]``.
         classifier_epochs: epochs of the aberrance classifier (0: no classifier).
         n_train_reference: training examples searched for nearest neighbours.
+        dtype: precision of the analysis (``"float64"`` by default: the search drives
+            ``JᵀJ`` towards singularity, and in float32 its smallest eigenvalue is lost
+            in round-off once the condition number passes ~10⁵, so the log det is
+            reported as ``−∞``; a float64 copy of ``G`` is analysed).
         seed: seeds every random draw.
         progress: progress bars.
     """
@@ -79,6 +86,7 @@ class AnalysisConfig:
     global_samples: int = 256
     classifier_epochs: int = 3
     n_train_reference: int = 5000
+    dtype: str = "float64"
     seed: int = 0
     progress: bool = True
 
@@ -119,9 +127,11 @@ def analyze_generator(
     cfg = config or AnalysisConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    G.eval()
     k = infer_latent_dim(G, latent_dim)
-    dtype = next(G.parameters()).dtype
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point torch dtype name, got {cfg.dtype!r}")
+    G = copy.deepcopy(G).to(dtype).eval()  # the caller's module is left as it was
     real = real.to(dtype)
     n = math.prod(real.shape[1:])
     g = torch.Generator().manual_seed(cfg.seed)
@@ -135,11 +145,18 @@ def analyze_generator(
     ll_typ = log_likelihoods(G, z_typ)
     with torch.no_grad():
         x_typ = G(z_typ)
-    search = high_likelihood_search(
-        G, z_typ[: cfg.n_search], steps=cfg.search_steps, lr=cfg.search_lr,
-        objective=cfg.search_objective, record_every=max(1, cfg.search_steps // 50),
-        progress=cfg.progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        # Singular metrics are reported as a count below rather than once per step.
+        warnings.simplefilter("always", SingularMetricWarning)
+        search = high_likelihood_search(
+            G, z_typ[: cfg.n_search], steps=cfg.search_steps, lr=cfg.search_lr,
+            objective=cfg.search_objective, record_every=max(1, cfg.search_steps // 50),
+            progress=cfg.progress,
+        )
+    singular_steps = sum(issubclass(w.category, SingularMetricWarning) for w in caught)
+    for w in caught:
+        if not issubclass(w.category, SingularMetricWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     ll_search = search.log_likelihood[-1]
     x_search = search.final_outputs
     idx = torch.randperm(real.shape[0], generator=g)[: cfg.n_real]
@@ -165,6 +182,8 @@ def analyze_generator(
         "real_on_manifold": summarize(on_manifold, n),
         "real_flagged_fraction": inv.flagged.double().mean().item(),
         "real_residual_rms_mean": _mean(inv.residual),
+        "search_nonfinite": int((~torch.isfinite(ll_search)).sum()),
+        "search_singular_warnings": singular_steps,
         "search_latent_norm_start": _mean(search.latents[0].norm(dim=-1)),
         "search_latent_norm_final": _mean(search.latents[-1].norm(dim=-1)),
         "n_output_entries": n,

@@ -27,6 +27,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--search-objective", choices=["loglik", "logdet"], default="loglik")
     p.add_argument("--n-real", type=int, default=64, help="real data points inverted")
     p.add_argument("--invert-steps", type=int, default=300)
+    p.add_argument("--residual-tol", type=float, default=0.1,
+                   help="RMS reconstruction error per entry above which real points are flagged")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="precision of the analysis (float64: see AnalysisConfig.dtype)")
     p.add_argument("--classifier-epochs", type=int, default=3, help="0: no classifier")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = AnalysisConfig(
             n_typical=args.n_typical, n_search=args.n_search, search_steps=args.search_steps,
             search_lr=args.search_lr, search_objective=args.search_objective,
-            n_real=args.n_real, invert_steps=args.invert_steps,
+            n_real=args.n_real, invert_steps=args.invert_steps, residual_tol=args.residual_tol,
+            dtype=args.dtype,
             classifier_epochs=args.classifier_epochs, seed=args.seed,
             progress=not args.no_progress,
         )
