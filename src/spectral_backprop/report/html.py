@@ -37,6 +37,7 @@ th:first-child,td:first-child{text-align:left}thead th{background:#f6f6f6}
 .note{font-size:13px;color:#555;max-width:900px}
 pre{background:#f6f6f6;padding:10px;font-size:12px;overflow:auto;max-height:360px}
 h3{font-size:16px;margin:12px 0 4px}
+.wide img{width:100%}.wide{max-width:760px}
 """
 
 INTRO = (
@@ -123,10 +124,10 @@ def _samples(art: Artifacts) -> str:
         cells.append(f"<div><h3>{html.escape(v.label)}</h3>"
                      + _file_figure(path, "random samples G(z), z ~ N(0, I)") + "</div>")
     real = art.variants[0].figure("real.png")
+    real_html = ""
     if real is not None:
-        cells.append("<div><h3>real data</h3>"
-                     + _file_figure(real, "training digits (the analysis' scored subset)")
-                     + "</div>")
+        real_html = ('<div class="wide">'
+                     + _file_figure(real, "real training digits, for comparison") + "</div>")
     reference = art.results.get("real_class_shares")
     coverage = figures.class_coverage(art.variants, reference)
     text = ""
@@ -134,7 +135,7 @@ def _samples(art: Artifacts) -> str:
         text = ("<p class='note'>A classifier trained on the real digits labels generated "
                 "samples; a generator that drops modes leaves classes empty.</p>"
                 + _figure(coverage, "predicted class shares of generated samples"))
-    return _columns(cells) + text
+    return _columns(cells) + real_html + text
 
 
 def _run_info(art: Artifacts) -> str:

@@ -1,0 +1,52 @@
+"""The ``--quick`` demo end to end (slow: it trains two small GANs, about a minute)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spectral_backprop.cli import main
+from spectral_backprop.demo import PRIMARY, DemoConfig
+
+ANALYZE_KEYS = ("loglik_typical", "loglik_search", "loglik_real",
+                "classifier_confidence_typical", "classifier_confidence_search")
+
+_QUICK_DEMO: dict[str, Path] = {}
+
+
+def quick_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run ``demo --quick`` once per test session (the browser test reuses it)."""
+    if "dir" not in _QUICK_DEMO:
+        out = tmp_path_factory.mktemp("demo")
+        assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+        _QUICK_DEMO["dir"] = out
+    return _QUICK_DEMO["dir"]
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path_factory, capsys):
+    out = quick_demo_dir(tmp_path_factory)
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "quantity" in printed  # the closing summary
+    results = json.loads((out / "results.json").read_text())
+    for key in ANALYZE_KEYS:
+        assert isinstance(results[key], float)
+    assert results["primary_variant"] == PRIMARY
+    assert set(results["variants"]) == {"gan", "entropy"}
+    for entry in results["variants"].values():
+        assert sum(entry["class_counts"]) == DemoConfig.quick().coverage_samples
+        assert (out / entry["samples_figure"]).is_file()
+        assert (out / entry["analysis_dir"] / "arrays.npz").is_file()
+    assert {row["key"] for row in results["summary"]} >= set(ANALYZE_KEYS)
+    page = (out / "report.html").read_text()
+    assert page.count("<img ") >= 20
+
+    # Re-running into the same folder reuses the finished training; other settings
+    # are refused with a clear message instead of silently mixing two runs.
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").is_file()
+    assert main(["demo", "--quick", "--no-progress", "--seed", "5", "--out", str(out)]) == 2
+    assert "different run" in capsys.readouterr().err
