@@ -14,6 +14,7 @@ import sys
 
 # One line per subcommand module, in the order shown by --help.
 _SUBCOMMANDS = [
+    "train",
     "analyze",
     "factors",
     "report",

@@ -1,0 +1,143 @@
+"""``spectral-backprop train``: a GAN (optionally entropy-regularised) on any data set.
+
+Data-parallel: ``torchrun --nproc_per_node=N -m spectral_backprop train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from spectral_backprop.cli import CLIError
+
+
+def parse_key_values(items: list[str] | None, what: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when possible)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{what} must look like KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# GANConfig fields set by a flag of the same name (argparse dest == field name).
+_FIELDS = (
+    "dataset", "arch", "latent_dim", "width", "depth", "steps", "batch_size", "d_steps",
+    "lr_g", "lr_d", "lr_schedule", "entropy_weight", "entropy_batch", "entropy_method",
+    "entropy_dtype", "seed", "log_every", "ckpt_every", "device",
+)
+
+
+def add_gan_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``train`` and ``modes`` (defaults ``None`` = keep the config's)."""
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--arch", choices=["auto", "mlp", "dcgan"])
+    g.add_argument("--latent-dim", type=int, help="k (default 2 for points, 32 for images)")
+    g.add_argument("--width", type=int, help="hidden width / base channels")
+    g.add_argument("--depth", type=int, help="hidden layers (MLP)")
+    g.add_argument("--steps", type=int, help="generator updates (default 2000)")
+    g.add_argument("--batch-size", type=int, help="global batch (default 128)")
+    g.add_argument("--d-steps", type=int, help="discriminator updates per step (default 1)")
+    g.add_argument("--lr-g", type=float, help="generator Adam learning rate (default 2e-4)")
+    g.add_argument("--lr-d", type=float, help="discriminator Adam learning rate (default 2e-4)")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    g.add_argument("--entropy-batch", type=int, help="latents per entropy estimate (default 32)")
+    g.add_argument("--entropy-method", help="exact (default) or a stochastic estimator")
+    g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",
+                   help="estimator option, e.g. num_probes=8 (repeatable)")
+    g.add_argument("--entropy-dtype", choices=["float32", "float64"])
+    g.add_argument("--log-every", type=int)
+    g.add_argument("--ckpt-every", type=int)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--config", type=Path, help="start from a saved config.json")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace):
+    """A :class:`GANConfig` from ``--config`` (if any) overridden by explicit flags."""
+    from spectral_backprop.train import GANConfig
+
+    values: dict = {}
+    if getattr(args, "config", None) is not None:
+        try:
+            values = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CLIError(f"cannot read config {args.config}: {err}") from err
+    for name in _FIELDS:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    if getattr(args, "entropy_option", None):
+        values["entropy_options"] = parse_key_values(args.entropy_option, "--entropy-option")
+    data_options = parse_key_values(getattr(args, "data_option", None), "--data-option")
+    if getattr(args, "data_path", None) is not None:
+        data_options["path"] = args.data_path
+    if data_options:
+        values["data_options"] = {**values.get("data_options", {}), **data_options}
+    if args.no_progress:
+        values["progress"] = False
+    try:
+        return GANConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise CLIError(str(err)) from err
+
+
+def load_data(config):
+    from spectral_backprop.data import load_dataset
+
+    try:
+        return load_dataset(config.dataset, **config.data_options)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        raise CLIError(str(err)) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from spectral_backprop.train import CheckpointError, train_gan
+    from spectral_backprop.train.distributed import teardown_distributed
+    from spectral_backprop.train.plots import save_samples_png
+
+    config = config_from_args(args)
+    data = load_data(config)
+    try:
+        result = train_gan(config, args.out, resume=args.resume, dataset=data)
+    except (CheckpointError, FileExistsError) as err:
+        raise CLIError(str(err)) from err
+    finally:
+        teardown_distributed()
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        g = torch.Generator().manual_seed(config.seed)
+        z = torch.randn(2500 if not data.is_image else 64, result.latent_dim, generator=g)
+        with torch.no_grad():
+            x = result.generator(z.to(next(result.generator.parameters()).device))
+        save_samples_png(x, Path(args.out) / "samples.png", data.modes,
+                         f"{config.dataset}, step {result.step}")
+        print(f"wrote {args.out}/samples.png, metrics.jsonl, checkpoint.pt")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a GAN, optionally with an entropy term",
+        description="Train a GAN with the non-saturating loss and an optional entropy term "
+                    "-beta*H[p_G] (H = 1/2 E log det J^T J + const, by spectral backprop). "
+                    "Writes config.json, metrics.jsonl, checkpoint.pt and samples.png to "
+                    "--out. Run under torchrun for data-parallel training.",
+    )
+    p.add_argument("--dataset", default=None,
+                   help="ring, grid, digits, mnist (default), idx, folder, sprites")
+    p.add_argument("--data-path", help="file or folder for the idx and folder data sets")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="loader option, e.g. num_samples=10000 (repeatable)")
+    p.add_argument("--entropy-weight", type=float, help="beta (default 0: plain GAN)")
+    p.add_argument("--seed", type=int, help="seed of the run (default 0)")
+    add_gan_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=run)

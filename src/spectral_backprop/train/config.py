@@ -1,0 +1,169 @@
+"""Training configurations: plain dataclasses, printed and saved as JSON with each run.
+
+A checkpoint stores the config it was written with; resuming with a config that differs
+in anything but the fields of ``RESUMABLE`` (how long to run, how often to log, where) is
+an error, because the continuation would silently be a different experiment. With a
+decaying learning rate, ``steps`` is fixed too: the schedule depends on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass
+class _Config:
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "log_every", "ckpt_every", "progress", "device", "eval_samples"}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def describe(self) -> str:
+        """One ``name = value`` line per field, for the start of a run's log."""
+        width = max(len(f.name) for f in dataclasses.fields(self))
+        lines = [f"{self.__class__.__name__}:"]
+        lines += [f"  {k:<{width}} = {v!r}" for k, v in self.to_dict().items()]
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def resumable(self) -> frozenset[str]:
+        """Fields that may change when resuming (a decaying schedule pins ``steps``)."""
+        return self.RESUMABLE
+
+    def mismatches(self, saved: dict[str, Any]) -> list[str]:
+        """Fields (outside :meth:`resumable`) whose value differs from a saved config."""
+        current = self.to_dict()
+        keys = (set(current) | set(saved)) - self.resumable()
+        return sorted(k for k in keys if current.get(k, "<missing>") != saved.get(k, "<missing>"))
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class GANConfig(_Config):
+    """A GAN run: non-saturating loss plus an optional entropy term ``−β·H[p_G]``.
+
+    Attributes:
+        dataset: a name of :func:`~spectral_backprop.data.load_dataset`.
+        data_options: options for the loader (``path``, ``num_samples``, ...).
+        arch: ``auto``, ``mlp`` or ``dcgan`` (:func:`~spectral_backprop.models.build_gan`).
+        latent_dim: k; ``None`` picks 2 for 2-D points and 32 for images.
+        width, depth: network size (``None``: the architecture's default).
+        steps: generator updates.
+        batch_size: global batch (split over processes in data-parallel runs).
+        d_steps: discriminator updates per generator update.
+        lr_g, lr_d, adam_betas: Adam settings.
+        lr_schedule: ``constant`` or ``cosine`` (decay of both learning rates to 0 over
+            ``steps``; sharpens the modes at the end of training).
+        entropy_weight: β; 0 trains a plain GAN.
+        entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
+            since the log det costs k Jacobian-vector products per sample).
+        entropy_method: ``exact`` or a stochastic estimator of the core library.
+        entropy_options: options for that estimator (``num_probes``, ``jitter``, ...).
+        entropy_dtype: ``float64`` (default) or ``float32``: precision of the entropy
+            estimate (see :func:`~spectral_backprop.train.gan.generator_entropy`).
+        seed: seeds model initialisation and every random draw of the run.
+        log_every, ckpt_every: in steps.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        progress: show a progress bar.
+    """
+
+    dataset: str = "mnist"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    arch: str = "auto"
+    latent_dim: int | None = None
+    width: int | None = None
+    depth: int | None = None
+    steps: int = 2000
+    batch_size: int = 128
+    d_steps: int = 1
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    lr_schedule: str = "constant"
+    entropy_weight: float = 0.0
+    entropy_batch: int = 32
+    entropy_method: str = "exact"
+    entropy_options: dict[str, Any] = field(default_factory=dict)
+    entropy_dtype: str = "float64"
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 500
+    device: str = "auto"
+    progress: bool = True
+
+    def resumable(self) -> frozenset[str]:
+        return self.RESUMABLE - {"steps"} if self.lr_schedule == "cosine" else self.RESUMABLE
+
+    def __post_init__(self):
+        self.adam_betas = tuple(self.adam_betas)
+        self._check_positive("steps", "batch_size", "d_steps", "lr_g", "lr_d", "log_every",
+                             "ckpt_every")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if self.entropy_dtype not in ("float32", "float64"):
+            raise ValueError(
+                f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")
+        if self.entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight}")
+        if self.entropy_weight > 0:
+            self._check_positive("entropy_batch")
+            if self.entropy_batch > self.batch_size:
+                raise ValueError(f"entropy_batch ({self.entropy_batch}) must not exceed "
+                                 f"batch_size ({self.batch_size})")
+
+
+@dataclass
+class ReverseKLConfig(_Config):
+    """Fitting an invertible generator (k = n = 2) to an unnormalised density.
+
+    Minimises ``KL(p_G ‖ p̃/Z) = E_z[log p_Z(z) − ½ log det JᵀJ − log p̃(G(z))] + log Z``.
+
+    Attributes:
+        target: a name of :data:`~spectral_backprop.train.targets.TARGETS`.
+        num_layers, hidden, depth: the :class:`~spectral_backprop.models.CouplingGenerator`.
+        steps, batch_size, lr: optimisation (Adam, cosine-decayed learning rate).
+        eval_samples: samples for the final reverse KL and effective sample size.
+        seed, log_every, ckpt_every, device, progress: as in :class:`GANConfig`.
+    """
+
+    target: str = "U1"
+    num_layers: int = 8
+    hidden: int = 64
+    depth: int = 2
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    eval_samples: int = 100_000
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 500
+    device: str = "cpu"
+    progress: bool = True
+
+    def resumable(self) -> frozenset[str]:
+        return self.RESUMABLE - {"steps"}  # the cosine schedule is tied to the step count
+
+    def __post_init__(self):
+        self._check_positive("num_layers", "hidden", "depth", "steps", "batch_size", "lr",
+                             "eval_samples", "log_every", "ckpt_every")

@@ -1,0 +1,151 @@
+"""Fitting a generator to an unnormalised density by reverse KL.
+
+For an injective ``G: R² → R²`` and ``x = G(z)``, ``z ~ N(0, I)``, the implicit
+likelihood ``log q(x) = log p_Z(z) − ½ log det JᵀJ`` gives
+
+    KL(q ‖ p̃/Z) = E_z[ log p_Z(z) − ½ log det J(z)ᵀJ(z) − log p̃(G(z)) ] + log Z,
+
+whose gradient needs no Z: the loss is the bracket, with the log det's gradient from
+spectral backpropagation (Ramesh & LeCun 2018, arXiv 1806.00499; the objective is that
+of Rezende & Mohamed 2015, arXiv 1505.05770). The generator is a
+:class:`~spectral_backprop.models.CouplingGenerator`, invertible by construction, but
+nothing here uses its analytic log det: the library computes ``log det JᵀJ`` exactly
+from forward-mode Jacobians, as it would for any generator.
+
+Reported after training, on ``eval_samples`` fresh samples:
+
+* ``reverse_kl``: the expectation above with ``log Z`` by quadrature, ± standard error;
+* ``ess``: the effective sample size of importance weights ``w = p̃/q`` as a fraction,
+  ``(Σw)² / (N Σw²)`` (1 for a perfect fit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from spectral_backprop.models import CouplingGenerator
+from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
+from spectral_backprop.train.config import ReverseKLConfig
+from spectral_backprop.train.run import CHECKPOINT, METRICS, MetricsLog, prepare_run_dir
+from spectral_backprop.train.targets import BOX, get_target, grid_points, log_normaliser
+
+
+@dataclass
+class ReverseKLResult:
+    """The trained generator (eval mode) and its final figures."""
+
+    generator: CouplingGenerator
+    metrics: dict
+    out_dir: Path
+
+
+def reverse_kl_terms(G: torch.nn.Module, z: torch.Tensor, log_p) -> torch.Tensor:
+    """Per-sample ``log q(G(z)) − log p̃(G(z))`` (differentiable)."""
+    from spectral_backprop import implicit_log_prob
+
+    return implicit_log_prob(G, z) - log_p(G(z))
+
+
+@torch.no_grad()
+def _sample_terms(G, log_p, num_samples: int, seed: int, chunk: int = 10_000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_samples, G.latent_dim, generator=g)
+    with torch.enable_grad():  # the exact log det builds its Jacobian with autograd tools
+        parts = [reverse_kl_terms(G, zc, log_p).detach() for zc in z.split(chunk)]
+    return torch.cat(parts).double()
+
+
+def evaluate_reverse_kl(G: torch.nn.Module, target: str, num_samples: int = 100_000,
+                        seed: int = 0) -> dict[str, float]:
+    """Reverse KL (nats, with standard error), effective sample size, and ``log Z``."""
+    log_p = get_target(target)
+    log_z = log_normaliser(log_p)
+    terms = _sample_terms(G, log_p, num_samples, seed)
+    log_w = -terms  # log p̃ − log q
+    ess = math.exp(2 * torch.logsumexp(log_w, 0).item() - torch.logsumexp(2 * log_w, 0).item())
+    return {
+        "reverse_kl": terms.mean().item() + log_z,
+        "reverse_kl_se": terms.std().item() / math.sqrt(num_samples),
+        "ess": ess / num_samples,
+        "log_z": log_z,
+    }
+
+
+def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: str = "",
+                      num_samples: int = 200_000, resolution: int = 200, seed: int = 1) -> None:
+    """Target density beside a histogram of the generator's samples, on ``[−box, box]²``."""
+    from spectral_backprop.train.plots import save_density_png
+
+    log_p = get_target(target)
+    pts, _ = grid_points(resolution)
+    target_density = log_p(pts).exp().reshape(resolution, resolution)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = G(torch.randn(num_samples, G.latent_dim, generator=g)).double()
+    hist = torch.histogramdd(x.cpu(), bins=[resolution, resolution],
+                             range=[-BOX, BOX, -BOX, BOX]).hist.T  # rows are y
+    save_density_png([(f"target {target}", target_density), ("generator samples", hist)],
+                     (-BOX, BOX, -BOX, BOX), path, title)
+
+
+def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
+                     resume: bool = False) -> ReverseKLResult:
+    """Fit a coupling generator to ``config.target``; write metrics, checkpoint, plot.
+
+    Deterministic given ``config.seed`` and bit-identically resumable, like
+    :func:`~spectral_backprop.train.gan.train_gan`. Writes ``out_dir/eval.json`` (the
+    final figures) and ``out_dir/density.png``.
+    """
+    out = Path(out_dir)
+    log_p = get_target(config.target)
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    G = CouplingGenerator(2, config.num_layers, config.hidden, config.depth).to(device)
+    opt = torch.optim.Adam(G.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    rng = torch.Generator().manual_seed(config.seed + 1)
+
+    ckpt = prepare_run_dir(out, config, resume)
+    start = 0
+    modules, optimizers = {"G": G}, {"opt": opt, "sched": sched}
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, config=config, modules=modules, optimizers=optimizers,
+                                generator=rng)["step"]
+    log = MetricsLog(out / METRICS, resume_step=start if ckpt else None)
+    print(config.describe())
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
+               disable=not config.progress, desc=f"fit {config.target}", dynamic_ncols=True)
+    for step in bar:
+        z = torch.randn(config.batch_size, 2, generator=rng).to(device)
+        loss = reverse_kl_terms(G, z, log_p).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            log.write({"step": done, "loss": loss.item(),
+                       "time": round(time.perf_counter() - t0, 3)})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if done % config.ckpt_every == 0 or done == config.steps:
+            save_checkpoint(out / CHECKPOINT, step=done, config=config, modules=modules,
+                            optimizers=optimizers, generator=rng)
+    bar.close()
+
+    G.eval()
+    figures = evaluate_reverse_kl(G, config.target, config.eval_samples, seed=10_000 + config.seed)
+    (out / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_density_plot(G, config.target, out / "density.png",
+                      f"{config.target}: KL {figures['reverse_kl']:.3f} nats, "
+                      f"ESS {figures['ess']:.2f}")
+    print(json.dumps(figures))
+    return ReverseKLResult(G, figures, out)
