@@ -15,6 +15,8 @@ import sys
 # One line per subcommand module, in the order shown by --help.
 _SUBCOMMANDS = [
     "train",
+    "modes",
+    "fit_density",
     "analyze",
     "factors",
     "report",

@@ -59,14 +59,14 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace):
-    """A :class:`GANConfig` from ``--config`` (if any) overridden by explicit flags."""
+def config_from_args(args: argparse.Namespace, base: dict | None = None):
+    """A :class:`GANConfig` from ``base``, then ``--config`` (if any), then explicit flags."""
     from spectral_backprop.train import GANConfig
 
-    values: dict = {}
+    values: dict = dict(base or {})
     if getattr(args, "config", None) is not None:
         try:
-            values = json.loads(args.config.read_text())
+            values.update(json.loads(args.config.read_text()))
         except (OSError, json.JSONDecodeError) as err:
             raise CLIError(f"cannot read config {args.config}: {err}") from err
     for name in _FIELDS:

@@ -30,6 +30,24 @@ from spectral_backprop.train.config import GANConfig
 
 NUM_EVAL_SAMPLES = 2500
 
+# The budget used by ``spectral-backprop modes`` (both variants share it): 100,000
+# training points, 2-D latent, MLP generator and discriminator, Adam with a cosine
+# learning-rate decay. See docs/training.md for how these were chosen.
+PROTOCOL: dict[str, dict[str, Any]] = {
+    "grid": {
+        "config": {"dataset": "grid", "width": 128, "batch_size": 256, "steps": 5000,
+                   "lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "entropy_batch": 32,
+                   "log_every": 100, "ckpt_every": 1000},
+        "entropy_weight": 0.03,
+    },
+    "ring": {
+        "config": {"dataset": "ring", "width": 128, "batch_size": 256, "steps": 3000,
+                   "lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "entropy_batch": 32,
+                   "log_every": 100, "ckpt_every": 1000},
+        "entropy_weight": 0.03,
+    },
+}
+
 
 def mode_coverage(samples: Tensor, modes: Tensor, std: float, num_std: float = 3.0
                   ) -> dict[str, float]:
