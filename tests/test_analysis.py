@@ -11,10 +11,12 @@ import torch
 from conftest import ConvGenerator, mlp_generator
 from spectral_backprop import implicit_log_prob
 from spectral_backprop.analysis import (
+    METHODS,
     AnalysisConfig,
     analyze_generator,
     bits_per_dim,
     classifier_scores,
+    compare_directions,
     direction_purity,
     factor_spread,
     ganspace_directions,
@@ -163,6 +165,34 @@ def test_factor_aligned_generator_has_purity_one():
     d[0], d[1] = spread[0] / SCALE[0], spread[1] / SCALE[1]
     q = direction_purity(G, z, d, spread, delta=0.3)
     torch.testing.assert_close(q, torch.full_like(q, 0.5), atol=0.02, rtol=0)
+
+
+class LinearThenSprites(torch.nn.Module):
+    """A first linear layer (for SeFa/GANSpace) feeding :class:`AlignedSprites`."""
+
+    latent_dim = 6
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(6, 6).double()
+        self.act = torch.nn.Identity()
+        self.render = AlignedSprites()
+
+    def forward(self, z):
+        return self.render(self.act(self.first(z)))
+
+
+def test_compare_directions_reports_every_method():
+    G = LinearThenSprites()
+    images = sprites(200, IMAGE).x
+    res = compare_directions(G, images, r=2, n_latents=4, global_samples=8,
+                             ganspace_samples=50)
+    assert set(res) == set(METHODS)
+    for scores in res.values():
+        assert 1 / 6 - 1e-9 <= scores["mean"] <= 1 + 1e-9
+        assert len(scores["per_direction"]) == 2
+        shares = torch.tensor(scores["dominant_factor_share"], dtype=torch.float64)
+        torch.testing.assert_close(shares.sum(-1), torch.ones(2, dtype=torch.float64))
 
 
 def test_purity_edge_cases_and_errors():

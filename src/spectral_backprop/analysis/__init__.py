@@ -18,7 +18,13 @@ from .factors import METHODS, compare_directions, run_factor_experiment
 from .likelihood import bits_per_dim, log_likelihoods, score_data, summarize
 from .pipeline import AnalysisConfig, analyze_generator
 from .plots import image_grid, plot_search, plot_spectra, save_image_grid
-from .purity import direction_purity, factor_spread, purity_from_changes, sprite_factors
+from .purity import (
+    direction_purity,
+    factor_changes,
+    factor_spread,
+    purity_from_changes,
+    sprite_factors,
+)
 from .search import SearchResult, high_likelihood_search
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "sprite_factors",
     "factor_spread",
     "direction_purity",
+    "factor_changes",
     "purity_from_changes",
     "compare_directions",
     "run_factor_experiment",

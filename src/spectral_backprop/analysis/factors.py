@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..geometry import global_directions, infer_latent_dim, principal_directions
 from .baselines import ganspace_directions, random_directions, sefa_directions
-from .purity import direction_purity, factor_spread
+from .purity import factor_changes, factor_spread, purity_from_changes
 
 __all__ = ["METHODS", "compare_directions", "run_factor_experiment"]
 
@@ -60,7 +60,10 @@ def compare_directions(
         latent_dim: k (default ``G.latent_dim``).
 
     Returns:
-        ``{method: {"mean": float, "per_direction": [r floats]}}``.
+        ``{method: {"mean": float, "per_direction": [r floats],
+        "dominant_factor_share": [r][F] floats}}``: the mean purity, per direction, and
+        for each direction the fraction of latents at which each factor (in
+        ``FACTOR_NAMES`` order) holds the largest share of the change.
     """
     G.eval()
     k = infer_latent_dim(G, latent_dim)
@@ -79,9 +82,13 @@ def compare_directions(
     }
     out = {}
     for name, D in directions.items():
-        p = direction_purity(G, z, D.to(dtype), spread, delta=delta)
-        per_dir = torch.nanmean(p.double(), dim=0)
-        out[name] = {"mean": per_dir.mean().item(), "per_direction": per_dir.tolist()}
+        change = factor_changes(G, z, D.to(dtype), spread, delta=delta).double()
+        per_dir = torch.nanmean(purity_from_changes(change), dim=0)
+        # Which factor holds the largest share, per direction (fractions over latents).
+        top = change.abs().argmax(-1)
+        shares = torch.stack([(top == j).double().mean(0) for j in range(change.shape[-1])], -1)
+        out[name] = {"mean": per_dir.mean().item(), "per_direction": per_dir.tolist(),
+                     "dominant_factor_share": shares.tolist()}
     return out
 
 

@@ -25,7 +25,13 @@ from torch import Tensor
 
 from ..linalg.jacobian import Generator, check_latents
 
-__all__ = ["direction_purity", "factor_spread", "purity_from_changes", "sprite_factors"]
+__all__ = [
+    "direction_purity",
+    "factor_changes",
+    "factor_spread",
+    "purity_from_changes",
+    "sprite_factors",
+]
 
 # Index of the orientation factor in data.sprites.FACTOR_NAMES; it is an angle mod π.
 _ORIENTATION = 4
@@ -108,7 +114,7 @@ def purity_from_changes(delta: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def direction_purity(
+def factor_changes(
     G: Generator,
     z: Tensor,
     directions: Tensor,
@@ -117,7 +123,7 @@ def direction_purity(
     delta: float = 0.5,
     estimator: Callable[[Tensor], Tensor] = sprite_factors,
 ) -> Tensor:
-    r"""Purity of each direction at each latent (see the module docstring).
+    r"""Normalised factor changes ``Δf_j`` along each direction at each latent.
 
     Args:
         G: generator producing sprite-like images.
@@ -130,7 +136,7 @@ def direction_purity(
         estimator: images ``[N, ...]`` to factors ``[N, F]``.
 
     Returns:
-        ``[B, r]`` purities in ``[1/F, 1]``.
+        ``[B, r, F]``.
     """
     check_latents(G, z)
     B, k = z.shape
@@ -147,5 +153,21 @@ def direction_purity(
     zp = (z[:, None, :] + step).reshape(-1, k)
     zm = (z[:, None, :] - step).reshape(-1, k)
     change = _factor_difference(estimator(G(zp)), estimator(G(zm)))
-    change = change / spread.to(change)
-    return purity_from_changes(change).reshape(B, r)
+    return (change / spread.to(change)).reshape(B, r, -1)
+
+
+def direction_purity(
+    G: Generator,
+    z: Tensor,
+    directions: Tensor,
+    spread: Tensor,
+    *,
+    delta: float = 0.5,
+    estimator: Callable[[Tensor], Tensor] = sprite_factors,
+) -> Tensor:
+    """Purity ``[B, r]`` of each direction at each latent, in ``[1/F, 1]``.
+
+    :func:`purity_from_changes` of :func:`factor_changes` (same arguments).
+    """
+    return purity_from_changes(factor_changes(G, z, directions, spread, delta=delta,
+                                              estimator=estimator))
