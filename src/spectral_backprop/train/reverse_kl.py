@@ -62,20 +62,41 @@ def _sample_terms(G, log_p, num_samples: int, seed: int, chunk: int = 10_000) ->
     return torch.cat(parts).double()
 
 
+def reverse_kl_figures(terms: torch.Tensor, target: str) -> dict[str, float]:
+    """Figures from per-sample ``log q(x) − log p̃(x)`` at samples ``x ~ q`` of any model.
+
+    ``reverse_kl = mean(terms) + log Z`` (± standard error); ``ess = (Σw)²/(N Σw²)``
+    with ``log w = −terms``, computed in log space.
+    """
+    terms = terms.detach().double().cpu()
+    n = terms.shape[0]
+    log_z = log_normaliser(get_target(target))
+    log_w = -terms
+    log_ess = 2 * torch.logsumexp(log_w, 0).item() - torch.logsumexp(2 * log_w, 0).item()
+    return {
+        "reverse_kl": terms.mean().item() + log_z,
+        "reverse_kl_se": terms.std().item() / math.sqrt(n),
+        "ess": math.exp(log_ess) / n,
+        "log_z": log_z,
+    }
+
+
 def evaluate_reverse_kl(G: torch.nn.Module, target: str, num_samples: int = 100_000,
                         seed: int = 0) -> dict[str, float]:
     """Reverse KL (nats, with standard error), effective sample size, and ``log Z``."""
-    log_p = get_target(target)
-    log_z = log_normaliser(log_p)
-    terms = _sample_terms(G, log_p, num_samples, seed)
-    log_w = -terms  # log p̃ − log q
-    ess = math.exp(2 * torch.logsumexp(log_w, 0).item() - torch.logsumexp(2 * log_w, 0).item())
-    return {
-        "reverse_kl": terms.mean().item() + log_z,
-        "reverse_kl_se": terms.std().item() / math.sqrt(num_samples),
-        "ess": ess / num_samples,
-        "log_z": log_z,
-    }
+    return reverse_kl_figures(_sample_terms(G, get_target(target), num_samples, seed), target)
+
+
+def sample_histogram(x: torch.Tensor, resolution: int = 200) -> torch.Tensor:
+    """2-D histogram ``[resolution, resolution]`` of samples on ``[−box, box]²``, rows = y."""
+    return torch.histogramdd(x.detach().double().cpu(), bins=[resolution, resolution],
+                             range=[-BOX, BOX, -BOX, BOX]).hist.T
+
+
+def target_image(target: str, resolution: int = 200) -> torch.Tensor:
+    """``p̃`` on the plotting grid, ``[resolution, resolution]``, rows = y."""
+    pts, _ = grid_points(resolution)
+    return get_target(target)(pts).exp().reshape(resolution, resolution)
 
 
 def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: str = "",
@@ -83,15 +104,11 @@ def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: 
     """Target density beside a histogram of the generator's samples, on ``[−box, box]²``."""
     from spectral_backprop.train.plots import save_density_png
 
-    log_p = get_target(target)
-    pts, _ = grid_points(resolution)
-    target_density = log_p(pts).exp().reshape(resolution, resolution)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        x = G(torch.randn(num_samples, G.latent_dim, generator=g)).double()
-    hist = torch.histogramdd(x.cpu(), bins=[resolution, resolution],
-                             range=[-BOX, BOX, -BOX, BOX]).hist.T  # rows are y
-    save_density_png([(f"target {target}", target_density), ("generator samples", hist)],
+        x = G(torch.randn(num_samples, G.latent_dim, generator=g))
+    save_density_png([(f"target {target}", target_image(target, resolution)),
+                      ("generator samples", sample_histogram(x, resolution))],
                      (-BOX, BOX, -BOX, BOX), path, title)
 
 
