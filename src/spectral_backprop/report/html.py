@@ -104,7 +104,7 @@ def _likelihood_details(art: Artifacts) -> str:
     for v in art.variants:
         details = v.analysis.get("details", {})
         for key, name in sets:
-            if key in details:
+            if details.get(key, {}).get("count"):  # skip empty sets (nothing to show)
                 d = details[key]
                 rows.append([html.escape(v.label), name,
                              f"{format_value(d.get('mean'))} ± {format_value(d.get('se'))}",
