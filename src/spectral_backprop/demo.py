@@ -195,7 +195,9 @@ def _watch(futures: dict[str, Future], out: Path, steps: int, show: bool) -> Non
         for name, bar in bars.items():
             step = _last_step(out / name / "train" / "metrics.jsonl")
             bar.update(step - bar.n)
-            state = ("done" if futures[name].done() else
+            fut = futures[name]
+            state = ("failed" if fut.done() and fut.exception() is not None else
+                     "done" if fut.done() else
                      "analysing" if step >= steps else "training")
             bar.set_postfix_str(state, refresh=True)
         if all(f.done() for f in futures.values()):
