@@ -41,20 +41,17 @@ def _orthogonal(
     batch: int, k: int, num: int, basis: Tensor | None, generator, dtype, device
 ) -> Tensor:
     rank = k - (0 if basis is None else basis.shape[-1])
-    blocks = []
-    for start in range(0, num, rank):
-        width = min(rank, num - start)
-        # QR of a projected Gaussian block: a Haar-distributed orthonormal basis of a
-        # random subspace of range(P); scaling by √rank makes E[εεᵀ] = P.
-        Z = torch.randn(batch, k, width, generator=generator, dtype=dtype, device=device)
-        Z = project_out(Z, basis)
-        Q, R = torch.linalg.qr(Z)
-        # Fix QR's sign ambiguity so the distribution is exactly Haar.
-        signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
-        Q = Q * torch.where(signs == 0, torch.ones_like(signs), signs)[:, None, :]
-        # The projection removed no more than numerical noise of V's span from Q.
-        blocks.append(project_out(Q, basis) * math.sqrt(rank))
-    return torch.cat(blocks, dim=-1)
+    blocks = -(-num // rank)
+    # QR of projected Gaussian blocks: Haar-distributed orthonormal bases of random
+    # rank-dimensional subspaces of range(P); scaling by √rank makes E[εεᵀ] = P.
+    Z = torch.randn(blocks, batch, k, rank, generator=generator, dtype=dtype, device=device)
+    Q, R = torch.linalg.qr(project_out(Z, basis))
+    # Fix QR's sign ambiguity so the distribution is exactly Haar.
+    signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
+    Q = Q * torch.where(signs == 0, torch.ones_like(signs), signs)[..., None, :]
+    # Project again: QR leaves rounding-size components along V.
+    Q = project_out(Q, basis) * math.sqrt(rank)
+    return Q.permute(1, 2, 0, 3).reshape(batch, k, blocks * rank)[..., :num]
 
 
 def sample_probes(

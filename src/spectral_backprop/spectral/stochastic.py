@@ -105,14 +105,17 @@ def _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_
         raise ValueError(f"jitter must be >= 0, got {jitter}")
 
 
-def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode: str) -> None:
-    if bool(forms.converged.all()):
+def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode: str,
+            skip: Tensor) -> None:
+    # Samples in `skip` (singular metrics) have been reported already.
+    failed = ~forms.converged & ~skip[:, None]
+    if not bool(failed.any()):
         return
-    bad = (~forms.converged).any(-1).nonzero().flatten().tolist()
-    worst = forms.residual[~forms.converged].max().item()
+    bad = failed.any(-1).nonzero().flatten().tolist()
+    worst = forms.residual[failed].max().item()
     msg = (
         f"method={method!r} did not reach tol={tol:g} within num_matvecs={budget} for samples "
-        f"{bad} ({int((~forms.converged).sum())} of {forms.converged.numel()} vectors; worst "
+        f"{bad} ({int(failed.sum())} of {forms.converged.numel()} vectors; worst "
         f"residual {worst:.3g}): the value and gradient are biased. Raise num_matvecs or tol."
     )
     if mode == "raise":
@@ -243,7 +246,8 @@ def stochastic_spectral_sum(
     if r:
         info["deflated"] = (V.mT * matvec(V).mT).sum(-1)  # Rayleigh quotients of V
     info.update(iterations=forms.iterations, residual=forms.residual, converged=forms.converged)
-    _report(forms, method, budget if budget is not None else "auto", tol, on_nonconvergence)
+    _report(forms, method, budget if budget is not None else "auto", tol, on_nonconvergence,
+            singular)
 
     value = (forms.values * weights).sum(-1)
     std_error = (
