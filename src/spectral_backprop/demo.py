@@ -96,9 +96,13 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """A smoke-test budget (well under two minutes on two cores); pictures are noise."""
+        """A smoke-test budget (well under two minutes on two cores); pictures are noise.
+
+        One process: at this size, starting worker processes (each importing torch)
+        costs more than running the two variants side by side saves.
+        """
         values: dict[str, Any] = dict(
-            steps=60, width=16, coverage_samples=500, classifier_epochs=1,
+            steps=60, width=16, jobs=1, coverage_samples=500, classifier_epochs=1,
             analysis=dict(n_typical=64, n_search=4, search_steps=30, n_real=16,
                           invert_steps=50, invert_restarts=1, global_samples=32,
                           classifier_epochs=1, n_train_reference=1000),
