@@ -17,10 +17,13 @@ _QUICK_DEMO: dict[str, Path] = {}
 
 
 def quick_demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run ``demo --quick`` once per test session (the browser test reuses it)."""
+    """Run ``demo --quick`` once per test session (the browser test reuses it).
+
+    With ``--jobs 2``, the default of a full run: the variants train in worker processes.
+    """
     if "dir" not in _QUICK_DEMO:
         out = tmp_path_factory.mktemp("demo")
-        assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+        assert main(["demo", "--quick", "--jobs", "2", "--no-progress", "--out", str(out)]) == 0
         _QUICK_DEMO["dir"] = out
     return _QUICK_DEMO["dir"]
 
@@ -48,5 +51,6 @@ def test_quick_demo_end_to_end(tmp_path_factory, capsys):
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").is_file()
-    assert main(["demo", "--quick", "--no-progress", "--seed", "5", "--out", str(out)]) == 2
+    assert main(["demo", "--quick", "--jobs", "2", "--no-progress", "--seed", "5",
+                 "--out", str(out)]) == 2
     assert "different run" in capsys.readouterr().err
