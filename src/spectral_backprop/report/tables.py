@@ -15,7 +15,7 @@ __all__ = ["SUMMARY_ROWS", "flat_metrics", "format_value", "summary_rows"]
 # (key in a variant's flat metrics, label, unit). Keys absent from every variant are
 # left out, so the same table serves a demo and a bare analysis.
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("loglik_typical", "log-likelihood, typical samples", "nats"),
+    ("loglik_typical", "log-likelihood, typical samples (= −entropy of p_G)", "nats"),
     ("loglik_search", "log-likelihood, high-likelihood search outputs", "nats"),
     ("loglik_real", "log-likelihood, real digits (inverted)", "nats"),
     ("loglik_gap_search_typical", "likelihood gap, search − typical", "nats"),
