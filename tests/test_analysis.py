@@ -248,7 +248,7 @@ def test_analyze_generator_writes_results(tmp_path):
     assert (tmp_path / "out" / "arrays.npz").exists()
 
 
-@pytest.mark.parametrize("name", ["spectral_backprop.geometry",
+@pytest.mark.parametrize("name", ["spectral_backprop.geometry.directions",
                                   "spectral_backprop.analysis.search"])
 def test_docstring_examples(name):
     import doctest

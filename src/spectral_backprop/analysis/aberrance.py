@@ -15,6 +15,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 __all__ = ["classifier_scores", "nearest_distance", "small_classifier", "train_classifier"]
 
@@ -56,8 +57,6 @@ def train_classifier(
         torch.manual_seed(seed)
         model = small_classifier(tuple(x.shape[1:]), num_classes).to(x.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    from tqdm.auto import tqdm
-
     for _ in tqdm(range(epochs), desc="classifier", disable=not progress):
         order = train[torch.randperm(train.numel(), generator=g)]
         for idx in order.split(batch_size):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..geometry import _check_rank, _param_dtype, infer_latent_dim
+from ..geometry import check_rank, infer_latent_dim, param_dtype
 from ..spectral import canonical_signs
 
 __all__ = ["early_feature_layer", "first_latent_layer", "ganspace_directions",
@@ -86,7 +86,7 @@ def sefa_directions(G: nn.Module, r: int | None = None, *,
         W = w.reshape(w.shape[0], -1).T
     else:
         W = w.reshape(w.shape[0], -1)
-    r = _check_rank(r, W.shape[1])
+    r = check_rank(r, W.shape[1])
     lam, V = torch.linalg.eigh(W.T @ W)
     return lam.flip(-1)[:r], canonical_signs(V.flip(-1)[:, :r])
 
@@ -113,14 +113,14 @@ def ganspace_directions(
         in general).
     """
     k = infer_latent_dim(G, latent_dim)
-    r = _check_rank(r, k)
+    r = check_rank(r, k)
     if not isinstance(n_samples, int) or n_samples <= k:
         raise ValueError(f"n_samples must be an integer > k={k}, got {n_samples!r}")
     module = _resolve_layer(G, layer)
     feats: list[Tensor] = []
     handle = module.register_forward_hook(lambda m, i, o: feats.append(o.flatten(1)))
     try:
-        Z = torch.randn(n_samples, k, generator=generator, dtype=_param_dtype(G))
+        Z = torch.randn(n_samples, k, generator=generator, dtype=param_dtype(G))
         for zb in Z.split(batch_size):
             G(zb)
     finally:
@@ -143,7 +143,7 @@ def random_directions(k: int, r: int | None = None, *, generator: torch.Generato
     The QR factor is made unique (and hence Haar) by fixing the signs of ``R``'s
     diagonal (Mezzadri 2007, arXiv math-ph/0609050).
     """
-    r = _check_rank(r, k)
+    r = check_rank(r, k)
     A = torch.randn(k, r, generator=generator, dtype=dtype or torch.get_default_dtype())
     Q, R = torch.linalg.qr(A)
     return Q * torch.sign(torch.diagonal(R))[None, :]

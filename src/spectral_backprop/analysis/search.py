@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..density import prior_log_prob
 from ..linalg.jacobian import Generator, check_latents
@@ -124,8 +125,6 @@ def high_likelihood_search(
                              f" integer, got {value!r}")
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
-    from tqdm.auto import tqdm
-
     z = z0.detach().clone().requires_grad_(True)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([z], lr=lr)
     records: dict[str, list[Tensor]] = {k: [] for k in ("step", "z", "ll", "ld", "obj", "x")}

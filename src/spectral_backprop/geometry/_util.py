@@ -1,0 +1,37 @@
+"""Argument helpers shared by the geometry and analysis modules."""
+
+from __future__ import annotations
+
+import torch
+
+from ..linalg.jacobian import Generator
+
+__all__ = ["check_rank", "infer_latent_dim", "param_dtype"]
+
+
+def infer_latent_dim(G: Generator, latent_dim: int | None = None) -> int:
+    """``latent_dim`` if given, else ``G.latent_dim`` (set by the project's generators)."""
+    k = latent_dim if latent_dim is not None else getattr(G, "latent_dim", None)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(
+            "cannot tell the latent dimension of G: pass latent_dim=k "
+            "(or give G an integer attribute latent_dim)"
+        )
+    return k
+
+
+def check_rank(r: int | None, k: int, name: str = "r") -> int:
+    """``r`` checked to be an integer in ``[1, k]`` (``None`` means all ``k``)."""
+    if r is None:
+        return k
+    if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= k:
+        raise ValueError(f"{name} must be an integer in [1, k={k}], got {r!r}")
+    return r
+
+
+def param_dtype(G: Generator) -> torch.dtype:
+    """The dtype of ``G``'s parameters (the default dtype for functions)."""
+    if isinstance(G, torch.nn.Module):
+        for p in G.parameters():
+            return p.dtype
+    return torch.get_default_dtype()
