@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spectral_backprop.cli import main
-from spectral_backprop.demo import PRIMARY, DemoConfig
+from spectral_backprop.demo import PRIMARY, DemoConfig, format_summary
 
 ANALYZE_KEYS = ("loglik_typical", "loglik_search", "loglik_real",
                 "classifier_confidence_typical", "classifier_confidence_search")
@@ -54,3 +54,17 @@ def test_quick_demo_end_to_end(tmp_path_factory, capsys):
     assert main(["demo", "--quick", "--jobs", "2", "--no-progress", "--seed", "5",
                  "--out", str(out)]) == 2
     assert "different run" in capsys.readouterr().err
+
+
+def test_config_validation_and_summary_text():
+    with pytest.raises(ValueError, match="steps must be positive"):
+        DemoConfig(steps=0)
+    with pytest.raises(ValueError, match="entropy_weight"):
+        DemoConfig(entropy_weight=0.0)
+    assert DemoConfig.quick(steps=5).steps == 5 and DemoConfig.quick().jobs == 1
+    results = {"variants": {"gan": {"label": "GAN"}, "entropy": {"label": "GAN + entropy"}},
+               "summary": [{"key": "loglik_typical", "metric": "log-likelihood", "unit": "nats",
+                            "gan": -45.44, "entropy": float("nan")}]}
+    lines = format_summary(results).splitlines()
+    assert lines[0].split() == ["quantity", "GAN", "GAN", "+", "entropy"]
+    assert lines[2].split()[-2:] == ["-45.4", "—"]
