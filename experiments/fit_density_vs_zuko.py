@@ -73,54 +73,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fit_density"))
     parser.add_argument("--targets", nargs="+", default=["U1", "U2", "U3", "U4"])
-    parser.add_argument("--flows", nargs="+", default=["NSF", "MAF", "RealNVP"])
+    parser.add_argument("--flows", nargs="*", default=["NSF", "MAF", "RealNVP"])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--layers", type=int, default=8, help="our coupling layers")
+    parser.add_argument("--hidden", type=int, default=64, help="our conditioner width")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for target in args.targets:
         config = ReverseKLConfig(target=target, steps=args.steps, batch_size=args.batch_size,
-                                 lr=args.lr, progress=False, ckpt_every=args.steps)
-        row = {}
-        run_dir = args.out / target / "ours"
+                                 lr=args.lr, num_layers=args.layers, hidden=args.hidden,
+                                 progress=False, ckpt_every=args.steps)
+        row_path = args.out / target / "row.json"
+        row = json.loads(row_path.read_text()) if row_path.exists() else {}
+        name = "ours" if (args.layers, args.hidden) == (8, 64) else (
+            f"ours {args.layers}x{args.hidden}")
+        run_dir = args.out / target / name.replace(" ", "_")
         t0 = time.perf_counter()
         result = train_reverse_kl(config, run_dir, resume=True)
         ours = dict(result.metrics, seconds=time.perf_counter() - t0,
                     parameters=sum(p.numel() for p in result.generator.parameters()))
-        row["ours"] = ours
+        row[name] = ours
         with torch.no_grad():
             g = torch.Generator().manual_seed(1)
             x_ours = result.generator(torch.randn(200_000, 2, generator=g))
         panels = [(f"target {target}", target_image(target)),
-                  (f"ours: KL {ours['reverse_kl']:.3f}", sample_histogram(x_ours))]
+                  (f"{name}: KL {ours['reverse_kl']:.3f}", sample_histogram(x_ours))]
         for kind in args.flows:
             figures, x = train_zuko(kind, target, config)
             row[f"zuko {kind}"] = figures
             panels.append((f"zuko {kind}: KL {figures['reverse_kl']:.3f}", sample_histogram(x)))
             print(target, kind, json.dumps(figures), flush=True)
-        print(target, "ours", json.dumps(ours), flush=True)
-        save_density_png(panels, (-BOX, BOX, -BOX, BOX), args.out / f"{target}.png",
-                         f"{target}: reverse KL in nats (same steps, batch, lr schedule)")
-        (args.out / target / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(target, name, json.dumps(ours), flush=True)
+        save_density_png(panels, (-BOX, BOX, -BOX, BOX), args.out / f"{target}_{name}.png".replace(
+            " ", "_"), f"{target}: reverse KL in nats (same steps, batch, lr schedule)")
+        # Merge with what other invocations wrote for this target meanwhile.
+        merged = json.loads(row_path.read_text()) if row_path.exists() else {}
+        row_path.write_text(json.dumps({**merged, **row}, indent=2) + "\n")
 
     results = {p.parent.name: json.loads(p.read_text())
                for p in sorted(args.out.glob("*/row.json"))}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    lines = ["| target | ours KL ± se | ours ESS | best zuko | zuko KL ± se | zuko ESS | gap |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| target | model | parameters | reverse KL ± se | ESS | gap to best zuko |",
+             "|---|---|---|---|---|---|"]
     for target, row in results.items():
-        ours = row["ours"]
-        best_name, best = min(((k, v) for k, v in row.items() if k != "ours"),
-                              key=lambda kv: kv[1]["reverse_kl"])
-        lines.append(
-            f"| {target} | {ours['reverse_kl']:.3f} ± {ours['reverse_kl_se']:.3f} | "
-            f"{ours['ess']:.2f} | {best_name} | {best['reverse_kl']:.3f} ± "
-            f"{best['reverse_kl_se']:.3f} | {best['ess']:.2f} | "
-            f"{ours['reverse_kl'] - best['reverse_kl']:+.3f} |")
+        zuko = [v["reverse_kl"] for k, v in row.items() if k.startswith("zuko")]
+        best = min(zuko) if zuko else float("nan")
+        for model, f in sorted(row.items()):
+            lines.append(
+                f"| {target} | {model} | {f['parameters']} | {f['reverse_kl']:.3f} ± "
+                f"{f['reverse_kl_se']:.3f} | {f['ess']:.2f} | {f['reverse_kl'] - best:+.3f} |")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
