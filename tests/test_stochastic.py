@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ConvGenerator, mlp_generator
-from spectral_backprop import implicit_log_prob, logdet_jtj, spectral_sum
+from spectral_backprop import SpectralFunction, implicit_log_prob, logdet_jtj, spectral_sum
 from spectral_backprop.spectral import (
     METHODS,
     NonConvergenceError,
@@ -63,9 +63,12 @@ def _z_scores(samples, truth):
     return (samples.mean(0) - truth).abs() / (se + 1e-12)
 
 
-@pytest.mark.parametrize("method", STOCHASTIC)
-@pytest.mark.parametrize("deflate", [0, 2])
-def test_unbiased_over_seeds(method, deflate):
+@pytest.mark.parametrize(
+    "method,deflate,symmetric",
+    [("lanczos", 0, True), ("lanczos", 2, True), ("lanczos", 0, False),
+     ("chebyshev", 0, True), ("chebyshev", 2, False)],
+)
+def test_unbiased_over_seeds(method, deflate, symmetric):
     # Budget: 2 Rademacher probes per estimate, each converged to tol=1e-7 (≤ k = 6
     # Lanczos steps, or the Chebyshev degree for κ plus CG ≤ k). Every row of a batch
     # draws its own probes, so 200 copies of one latent are 200 independent estimates;
@@ -77,7 +80,7 @@ def test_unbiased_over_seeds(method, deflate):
     G = mlp_generator(6, 10, 16)
     z0 = torch.randn(1, 6, dtype=torch.float64)
     z = z0.repeat(200, 1).requires_grad_()
-    options = dict(method=method, num_probes=2, tol=1e-7, deflate=deflate)
+    options = dict(method=method, num_probes=2, tol=1e-7, deflate=deflate, symmetric=symmetric)
     z_ref = z0.clone().requires_grad_()
     exact = logdet_jtj(G, z_ref)
     g_exact = _grads(exact, G, z_ref)
@@ -108,29 +111,57 @@ def test_agreement_with_exact_on_conv_generator():
 
 
 def test_deflation_reduces_gradient_variance():
-    # A linear generator with two tiny singular values: they dominate M⁻¹ = (AᵀA)⁻¹.
-    # Each row of the batch has its own copy of A, so one call gives 40 independent
-    # gradient estimates (rows do not interact).
-    torch.manual_seed(0)
-    k, n, rows = 24, 30, 40
-    U = torch.linalg.qr(torch.randn(n, k, dtype=torch.float64)).Q
-    V = torch.linalg.qr(torch.randn(k, k, dtype=torch.float64)).Q
-    s = torch.linspace(1.0, 2.0, k, dtype=torch.float64)
+    # Two tiny singular values dominate M⁻¹ = (AᵀA)⁻¹; each row of the batch has its
+    # own copy of A, so one call gives 40 independent gradient estimates.
+    s = torch.linspace(1.0, 2.0, 24, dtype=torch.float64)
     s[:2] = torch.tensor([0.02, 0.03])
-    A0 = (U * s) @ V.T
-    exact = torch.linalg.pinv(A0).T  # ∂ log det(AᵀA) / ∂A = 2 A⁺ᵀ, halved per term below
 
     def mse(deflate, probes):
-        A = A0.repeat(rows, 1, 1).requires_grad_()
-        G = lambda z: torch.einsum("bnk,bk->bn", A, z)  # noqa: E731
-        z = torch.zeros(rows, k, dtype=torch.float64)
+        G, A, z, exact = _linear_problem(s, rows=40)
         v = logdet_jtj(G, z, method="lanczos", num_probes=probes, deflate=deflate,
                        generator=_rng(0), tol=1e-8)
         grad = torch.autograd.grad(v.sum(), A)[0]
-        return (grad - 2 * exact).pow(2).sum((1, 2)).mean()
+        return (grad - exact).pow(2).sum((1, 2)).mean()
 
     # Deflating 2 vectors costs 2 more solves (and the sketch): compare with 6 more probes.
     assert mse(2, 4) < 0.1 * mse(0, 10)
+
+
+def _linear_problem(s, rows, seed=0):
+    """Rows of copies of a linear generator ``z ↦ Az`` with singular values ``s``."""
+    g = torch.Generator().manual_seed(seed)
+    k, n = len(s), len(s) + 6
+    U = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64)).Q
+    A0 = (U * s) @ V.T
+    A = A0.repeat(rows, 1, 1).requires_grad_()
+    G = lambda z: torch.einsum("bnk,bk->bn", A, z)  # noqa: E731
+    return G, A, torch.zeros(rows, k, dtype=torch.float64), 2 * torch.linalg.pinv(A0).T
+
+
+def test_symmetric_split_reduces_gradient_variance():
+    # ∂ log det(AᵀA)/∂A = 2A⁺ᵀ. With a spread spectrum the split w = M^{-1/2}ε has a much
+    # smaller gradient variance than u = M^{-1}ε paired with ε, at the same budget.
+    s = torch.logspace(-1.5, 0, 20, dtype=torch.float64)
+    mse = {}
+    for symmetric in (True, False):
+        G, A, z, exact = _linear_problem(s, rows=40)
+        v = logdet_jtj(G, z, method="lanczos", num_probes=4, deflate=0, symmetric=symmetric,
+                       generator=_rng(0), tol=1e-8)
+        grad = torch.autograd.grad(v.sum(), A)[0]
+        mse[symmetric] = (grad - exact).pow(2).sum((1, 2)).mean()
+    assert mse[True] < 0.5 * mse[False]
+
+
+def test_symmetric_split_needs_a_nonnegative_derivative():
+    G, z = mlp_generator(), torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    neg = SpectralFunction("neglog", lambda x: -torch.log(x), lambda x: -1 / x)
+    with pytest.raises(ValueError, match="symmetric=True needs g' >= 0"):
+        spectral_sum(G, z, neg, method="lanczos")
+    exact = spectral_sum(G, z, neg)
+    ours = spectral_sum(G, z, neg, method="lanczos", symmetric=False, num_probes=3,
+                        probes="orthogonal", tol=1e-10)
+    torch.testing.assert_close(_grads(ours, G, z), _grads(exact, G, z))
 
 
 def _saved_bytes(value: torch.Tensor) -> int:

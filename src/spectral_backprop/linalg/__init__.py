@@ -1,15 +1,46 @@
 """Matrix-free numerics on callables and tensors (no ``nn.Module`` logic here)."""
 
+from .cg import CGResult, conjugate_gradient
+from .chebyshev import (
+    chebyshev_coefficients,
+    chebyshev_degree,
+    chebyshev_error,
+    chebyshev_recurrence,
+)
 from .dense import dense_jacobian, dense_metric, dense_spectral_sum
 from .jacobian import check_latents, flat_output, jacobian, jacobian_columns, metric_matvec
+from .lanczos import (
+    LanczosDecomposition,
+    lanczos,
+    lanczos_function,
+    lanczos_quadrature,
+    ritz_pairs,
+    tridiagonal,
+)
+from .probes import PROBE_KINDS, project_out, sample_probes
 
 __all__ = [
+    "CGResult",
+    "LanczosDecomposition",
+    "PROBE_KINDS",
+    "chebyshev_coefficients",
+    "chebyshev_degree",
+    "chebyshev_error",
+    "chebyshev_recurrence",
     "check_latents",
+    "conjugate_gradient",
     "dense_jacobian",
     "dense_metric",
     "dense_spectral_sum",
     "flat_output",
     "jacobian",
     "jacobian_columns",
+    "lanczos",
+    "lanczos_function",
+    "lanczos_quadrature",
     "metric_matvec",
+    "project_out",
+    "ritz_pairs",
+    "sample_probes",
+    "tridiagonal",
 ]

@@ -103,7 +103,7 @@ def lanczos(
     start: Tensor,
     num_steps: int,
     *,
-    stop: Callable[[Tensor, Tensor], Tensor] | None = None,
+    stop: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> LanczosDecomposition:
     """Run up to ``num_steps`` Lanczos steps from each column of ``start[B, k, c]``.
 
@@ -111,9 +111,9 @@ def lanczos(
         matvec: ``V[B, k, c] ↦ M V`` for a symmetric ``M`` per sample (no autograd graph).
         start: start vectors; a zero column yields ``norm = 0`` and no steps.
         num_steps: maximum steps per column (at most ``k`` are useful).
-        stop: optional rule ``stop(alpha[B, c, j], beta[B, c, j]) -> Tensor[bool, B, c]``
-            called after each step with the coefficients so far (stopped columns padded);
-            ``True`` freezes a column.
+        stop: optional rule ``stop(alpha[B, c, j], beta[B, c, j], steps[B, c]) ->
+            Tensor[bool, B, c]`` called after each step with the coefficients so far
+            (stopped columns padded) and each column's step count; ``True`` freezes a column.
 
     Returns:
         A :class:`LanczosDecomposition` truncated to the steps actually run.
@@ -157,7 +157,7 @@ def lanczos(
         active = active & ~broke
         ran = j + 1
         if stop is not None and active.any():
-            active = active & ~stop(alpha[:, :, :ran], beta[:, :, :ran])
+            active = active & ~stop(alpha[:, :, :ran], beta[:, :, :ran], steps)
         if not active.any():
             break
         q_prev, beta_prev = q, torch.where(active, b, torch.zeros_like(b))

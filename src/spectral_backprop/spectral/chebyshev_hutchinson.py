@@ -1,18 +1,19 @@
-r"""Chebyshev–Hutchinson kernel: ``xᵀ g(M) x`` and ``g'(M) x`` by Chebyshev series.
+r"""Chebyshev–Hutchinson kernel: ``xᵀ g(M) x`` and ``h(M) x`` by Chebyshev series.
 
-On an interval ``[a, b]`` that contains the spectrum of ``M``,
+On an interval ``[a, b]`` that contains the spectrum of ``M``, with ``h = g'`` or ``√g'``,
 
 .. math::
     x^\top g(M)\, x \approx \sum_{j=0}^{d} c_j\, x^\top T_j(\tilde M)\, x, \qquad
-    g'(M)\, x \approx \sum_{j=0}^{d'} c'_j\, T_j(\tilde M)\, x ,
+    h(M)\, x \approx \sum_{j=0}^{d} c'_j\, T_j(\tilde M)\, x ,
 
 ``M̃ = (2M − (a+b)I)/(b−a)`` (Han, Malioutov & Shin 2015, arXiv 1503.06394; Han et al.
 2017, arXiv 1606.00942; used for spectral backpropagation by Ramesh & LeCun 2018,
 arXiv 1806.00499). One pass of the three-term recurrence serves both series. Unless
 the degree is given, it is the smallest one whose coefficient tail is below ``tol``
-(it grows like ``√κ``, ``κ = b/a``). For log det the vector ``M^{-1}x`` comes from
-conjugate gradients instead, whose residual is checkable, not from a series whose
-accuracy near ``a`` depends on the bound. If ``‖T_j(M̃)x‖`` exceeds ``‖x‖``, the
+for both series (it grows like ``√κ``, ``κ = b/a``). For ``h = 1/x`` (log det without
+the symmetric split) the vector ``M^{-1}x`` comes from conjugate gradients instead,
+whose residual is checkable, not from a series whose accuracy near ``a`` depends on
+the bound. If ``‖T_j(M̃)x‖`` exceeds ``‖x‖``, the
 interval missed part of the spectrum and the column is reported as not converged.
 """
 
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..linalg.cg import conjugate_gradient
 from ..linalg.chebyshev import chebyshev_coefficients, chebyshev_error, chebyshev_recurrence
 from .functions import SpectralFunction
-from .quadratic import QuadraticForms, is_reciprocal
+from .quadratic import QuadraticForms
 
 __all__ = ["MAX_DEGREE", "chebyshev_forms"]
 
@@ -42,7 +43,8 @@ def chebyshev_forms(
     bounds: tuple[Tensor, Tensor],
     num_matvecs: int | None,
     tol: float,
-    need_vectors: bool,
+    vector_fn: Callable[[Tensor], Tensor] | None,
+    solve: bool,
     cg_iters: int,
 ) -> QuadraticForms:
     """Chebyshev–Hutchinson quadratic forms for every column of ``X[B, k, c]``.
@@ -54,12 +56,12 @@ def chebyshev_forms(
         bounds: ``(a[B], b[B])`` enclosing each sample's spectrum.
         num_matvecs: polynomial degree; ``None`` picks it from ``tol`` and ``b/a``.
         tol: truncation tolerance (relative to ``max |g|`` on the interval) and CG tolerance.
-        need_vectors: also return ``g'(M) x``.
-        cg_iters: CG budget for log det vectors.
+        vector_fn: ``h``, to also return ``h(M) x`` (``None``: value only).
+        solve: ``h = 1/x``: compute ``M^{-1} x`` by CG instead of a series.
+        cg_iters: CG budget when ``solve``.
     """
     a, b = bounds
-    reciprocal = is_reciprocal(fn)
-    series = [fn.g] + ([fn.dg] if need_vectors and not reciprocal else [])
+    series = [fn.g] + ([vector_fn] if vector_fn is not None and not solve else [])
     cap = MAX_DEGREE if num_matvecs is None else num_matvecs
     errors = [chebyshev_error(f, a, b, cap) for f in series]  # [B, cap+1] each
     if num_matvecs is None:
@@ -75,7 +77,7 @@ def chebyshev_forms(
     iterations = torch.full_like(growth, degree, dtype=torch.long)
     vectors = vecs[0] if vecs else None
     extra = {"degree": degree, "interval": (a, b), "growth": growth}
-    if need_vectors and reciprocal:
+    if vector_fn is not None and solve:
         cg = conjugate_gradient(matvec, X, max_iters=cg_iters, tol=tol)
         vectors, matvecs = cg.solution, matvecs + cg.matvecs
         iterations = iterations + cg.iterations

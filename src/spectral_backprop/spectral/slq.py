@@ -1,17 +1,17 @@
-r"""Stochastic Lanczos quadrature kernel: ``xᵀ g(M) x`` and ``g'(M) x`` from one Krylov space.
+r"""Stochastic Lanczos quadrature kernel: ``xᵀ g(M) x`` and ``h(M) x`` from one Krylov space.
 
 For each vector ``x``, ``m`` Lanczos steps give ``T_m = S diag(θ) Sᵀ`` and basis ``Q_m``:
 
 .. math::
     x^\top g(M)\, x \approx \lVert x\rVert^2 \sum_i S_{1i}^2\, g(\theta_i), \qquad
-    g'(M)\, x \approx \lVert x\rVert\, Q_m\, g'(T_m)\, e_1
+    h(M)\, x \approx \lVert x\rVert\, Q_m\, h(T_m)\, e_1
 
 (Golub & Meurant 1994; Ubaru, Chen & Saad 2017, SIAM J. Matrix Anal. Appl. 38(4),
 "Fast estimation of tr(f(A)) via stochastic Lanczos quadrature"). The same ``m``
-products with ``M`` serve the value and the gradient vector. For log det
-(``g' = 1/x``) the vector is exactly the conjugate-gradient iterate (Lanczos–CG
+products with ``M`` serve the value and the gradient vector (``h = g'`` or ``√g'``).
+For ``h = 1/x`` the vector is exactly the conjugate-gradient iterate (Lanczos–CG
 equivalence), and its true relative residual ``β_m |e_mᵀ T_m^{-1} e_1|`` is the
-stopping test; for other ``g`` the test is the relative change of ``g'(T_m) e_1``
+stopping test; for other ``h`` the test is the relative change of ``h(T_m) e_1``
 between steps. The quadrature must also settle: ``|q_m − q_{m−1}| ≤ tol Σ_i S_{1i}²|g(θ_i)|``.
 """
 
@@ -24,9 +24,12 @@ from torch import Tensor
 
 from ..linalg.lanczos import lanczos, lanczos_function, tridiagonal
 from .functions import SpectralFunction
-from .quadratic import QuadraticForms, is_reciprocal
+from .quadratic import QuadraticForms
 
 __all__ = ["lanczos_forms"]
+
+
+Fn = Callable[[Tensor], Tensor]
 
 
 def _pad(y: Tensor, m: int) -> Tensor:
@@ -34,17 +37,17 @@ def _pad(y: Tensor, m: int) -> Tensor:
 
 
 def _quadrature_state(
-    alpha: Tensor, beta: Tensor, steps: Tensor, fn: SpectralFunction, reciprocal: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(q, Σ τ²|g(θ)|, g'(T) e_1, CG residual)`` of the first ``steps`` steps per column."""
+    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """``(q, Σ τ²|g(θ)|, h(T) e_1, CG residual)`` of the first ``steps`` steps per column."""
     theta, S = torch.linalg.eigh(tridiagonal(alpha, beta, steps))
     w = S[..., 0, :]
-    g = fn.g(theta)
-    q = (w**2 * g).sum(-1)
-    q_abs = (w**2 * g.abs()).sum(-1)
-    y = (S * (fn.dg(theta) * w)[..., None, :]).sum(-1)  # g'(T) e_1, [B, c, m]
+    g_theta = g(theta)
+    q = (w**2 * g_theta).sum(-1)
+    q_abs = (w**2 * g_theta.abs()).sum(-1)
+    y = None if h is None else (S * (h(theta) * w)[..., None, :]).sum(-1)  # h(T) e_1
     res = torch.zeros_like(q)
-    if reciprocal:
+    if solve and y is not None:
         last = (steps - 1).clamp_min(0)
         y_last = y.gather(-1, last[..., None])[..., 0]
         beta_m = beta.gather(-1, last[..., None])[..., 0]
@@ -53,19 +56,18 @@ def _quadrature_state(
 
 
 def _residuals(
-    alpha: Tensor, beta: Tensor, steps: Tensor, fn: SpectralFunction, need_vectors: bool
+    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool
 ) -> tuple[Tensor, Tensor]:
     """Unscaled value ``e_1ᵀ g(T_m) e_1`` and the convergence measure of each column."""
-    reciprocal = is_reciprocal(fn)
     m = alpha.shape[-1]
-    q, q_abs, y, cg_res = _quadrature_state(alpha, beta, steps, fn, reciprocal)
+    q, q_abs, y, cg_res = _quadrature_state(alpha, beta, steps, g, h, solve)
     prev = (steps - 1).clamp_min(1)
-    q0, _, y0, _ = _quadrature_state(alpha, beta, prev, fn, reciprocal)
+    q0, _, y0, _ = _quadrature_state(alpha, beta, prev, g, h, solve)
     first = steps <= 1  # nothing to compare with yet
     tiny = torch.finfo(q.dtype).tiny
     measure = (q - q0).abs() / q_abs.clamp_min(tiny)
-    if need_vectors:
-        if reciprocal:
+    if y is not None:
+        if solve:
             vec = cg_res
         else:
             idx = torch.arange(m, device=steps.device)
@@ -86,28 +88,29 @@ def lanczos_forms(
     *,
     num_matvecs: int,
     tol: float,
-    need_vectors: bool,
+    vector_fn: Fn | None = None,
+    solve: bool = False,
 ) -> QuadraticForms:
     """Lanczos quadrature for every column of ``X[B, k, c]``, stopping at ``tol``.
 
     Args:
         matvec: ``V ↦ MV`` without a graph.
         X: vectors (probes and deflation vectors).
-        fn: spectral function ``g`` with derivative ``g'``.
+        fn: spectral function ``g``.
         num_matvecs: maximum Lanczos steps per column.
         tol: relative tolerance of the stopping test (see the module docstring).
-        need_vectors: also return ``g'(M) x``.
+        vector_fn: ``h``, to also return ``h(M) x`` (``None``: value only).
+        solve: ``h = 1/x``: stop on the true CG residual.
     """
 
-    def stop(alpha: Tensor, beta: Tensor) -> Tensor:
-        steps = torch.full(alpha.shape[:-1], alpha.shape[-1], device=alpha.device)
-        return _residuals(alpha, beta, steps, fn, need_vectors)[1] <= tol
+    def stop(alpha: Tensor, beta: Tensor, steps: Tensor) -> Tensor:
+        return _residuals(alpha, beta, steps, fn.g, vector_fn, solve)[1] <= tol
 
     decomp = lanczos(matvec, X, num_matvecs, stop=stop)
-    q, measure = _residuals(decomp.alpha, decomp.beta, decomp.steps, fn, need_vectors)
+    q, measure = _residuals(decomp.alpha, decomp.beta, decomp.steps, fn.g, vector_fn, solve)
     measure = torch.where(decomp.breakdown | (decomp.norm == 0), torch.zeros_like(measure), measure)
     values = decomp.norm**2 * q
-    vectors = lanczos_function(decomp, fn.dg) if need_vectors else None
+    vectors = lanczos_function(decomp, vector_fn) if vector_fn is not None else None
     return QuadraticForms(
         values=values,
         vectors=vectors,

@@ -11,12 +11,23 @@ arXiv 1806.00499, §3; DESIGN.md §1):
 The value comes from a kernel (:mod:`.slq` for ``method="lanczos"``,
 :mod:`.chebyshev_hutchinson` for ``method="chebyshev"``) that also returns
 ``u = g'(M)ε``, all without an autograd graph, through ``Mv = Jᵀ(Jv)`` (one JVP and
-one VJP). The gradient is attached through the surrogate ``Σ_j w_j (J u_j)·(J x_j)``:
-one batched JVP with a graph per vector, so peak memory is set by the number of
-probes, never by the number of Lanczos/CG steps or the polynomial degree. The value
-returned is ``estimate + (surrogate − surrogate.detach())``, as in the exact mode.
+one VJP). The gradient is attached through a surrogate built from one batched JVP
+with a graph per vector, so peak memory is set by the number of probes, never by the
+number of Lanczos/CG steps or the polynomial degree. The value returned is
+``estimate + (surrogate − surrogate.detach())``, as in the exact mode.
 
-**Variance reduction: deflation.** A Lanczos sketch (:mod:`.deflation`) finds Ritz
+**Variance reduction 1: the symmetric split** (default, needs ``g' ≥ 0``: log det,
+trace, nuclear norm). With ``w = g'(M)^{1/2} ε`` held fixed,
+``tr(g'(M) dM) = tr(g'^{1/2} dM g'^{1/2}) = E[d ‖J w‖²]``. In the eigenbasis of ``M``
+the plain estimator ``uᵀ dM ε`` weighs the pair ``(i, j)`` of its variance by
+``((g'(λ_i) + g'(λ_j))/2)²`` and the split one by ``g'(λ_i) g'(λ_j)``, never more
+(AM–GM); for log det and an eigenvalue spread ``κ`` the worst pair gains
+``(1+κ)²/4κ``. ``w`` comes from the same Lanczos run as the value (``√g'`` of the
+tridiagonal matrix, or its Chebyshev series), and the surrogate ``Σ_j ω_j ‖J w_j‖²``
+needs one JVP per probe instead of two. ``symmetric=False`` gives the plain
+``Σ_j ω_j (J u_j)·(J ε_j)`` with ``u = g'(M) ε`` (CG for log det with ``"chebyshev"``).
+
+**Variance reduction 2: deflation** (``deflate=r``). A Lanczos sketch (:mod:`.deflation`) finds Ritz
 vectors ``V`` where ``|g'|`` is largest (for log det the smallest eigenpairs, which
 dominate ``M^{-1}``). With ``P = I − VVᵀ``,
 ``tr A = Σ_i v_iᵀ A v_i + E[εᵀ P A P ε]``: the columns of ``V`` enter with weight 1
@@ -38,7 +49,7 @@ from .chebyshev_hutchinson import chebyshev_forms
 from .deflation import sketch_spectrum
 from .exact import SingularMetricWarning, exact_spectral_sum, singular_samples
 from .functions import SpectralFunction
-from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms
+from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms, is_reciprocal
 from .slq import lanczos_forms
 
 __all__ = [
@@ -123,12 +134,30 @@ def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode
     warnings.warn(msg, NonConvergenceWarning, stacklevel=4)
 
 
-def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor, weights: Tensor) -> Tensor:
-    """``Σ_j w_j (J u_j)·(J x_j)`` per sample, with a graph through ``J`` only."""
-    tangents = torch.cat([U, X], dim=-1).permute(2, 0, 1)  # [2c, B, k]
-    _, JT = jacobian_columns(G, z, tangents)  # [B, n, 2c]
-    c = X.shape[-1]
-    return ((JT[..., :c] * JT[..., c:]).sum(1) * weights).sum(-1)
+def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor | None, weights: Tensor) -> Tensor:
+    """``Σ_j ω_j (J u_j)·(J x_j)`` per sample (``x_j = u_j`` when ``X`` is ``None``).
+
+    The graph runs through the JVPs only: ``u`` and ``x`` are constants.
+    """
+    tangents = U if X is None else torch.cat([U, X], dim=-1)
+    _, JT = jacobian_columns(G, z, tangents.permute(2, 0, 1))  # [B, n, c or 2c]
+    c = U.shape[-1]
+    other = JT if X is None else JT[..., c:]
+    return ((JT[..., :c] * other).sum(1) * weights).sum(-1)
+
+
+def _sqrt_derivative(fn: SpectralFunction):
+    def h(x: Tensor) -> Tensor:
+        d = fn.dg(x)
+        if bool((d < 0).any()):
+            raise ValueError(
+                f"symmetric=True needs g' >= 0 on the spectrum, but {fn.name}' is negative at "
+                f"{x[d < 0].min().item():.3g}: pass symmetric=False (for log det or sqrt this "
+                "means a numerically singular metric: pass jitter=... instead)"
+            )
+        return d.sqrt()
+
+    return h
 
 
 def stochastic_spectral_sum(
@@ -146,6 +175,7 @@ def stochastic_spectral_sum(
     jitter: float = 0.0,
     on_nonconvergence: str = "warn",
     on_singular: str = "warn",
+    symmetric: bool = True,
     return_info: bool = False,
 ) -> Tensor | SpectralEstimate:
     """Stochastic ``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, with its gradient.
@@ -172,6 +202,8 @@ def stochastic_spectral_sum(
         on_singular: ``"warn"`` or ``"raise"`` when the sketch finds a numerically singular
             metric for ``log``/``sqrt``-type ``g`` (only detected when a sketch runs:
             ``method="chebyshev"`` or ``deflate > 0``).
+        symmetric: gradient from ``w = g'(M)^{1/2}ε`` (lower variance, needs ``g' ≥ 0``);
+            ``False``: from ``u = g'(M)ε`` and ``ε``.
         return_info: return a :class:`SpectralEstimate` instead of the value.
 
     Returns:
@@ -226,6 +258,12 @@ def stochastic_spectral_sum(
     weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
                          torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
     need_grad = torch.is_grad_enabled()
+    if not need_grad:
+        vector_fn, solve = None, False
+    elif symmetric:
+        vector_fn, solve = _sqrt_derivative(fn), False
+    else:
+        vector_fn, solve = fn.dg, is_reciprocal(fn)
     if singular.any():
         # Keep the solvers away from the null space: those samples are reported and
         # excluded below, so their matvec may be anything finite and SPD.
@@ -234,11 +272,12 @@ def stochastic_spectral_sum(
     else:
         solve_mv = matvec
     if method == "lanczos":
-        forms = lanczos_forms(solve_mv, X, fn, num_matvecs=budget, tol=tol, need_vectors=need_grad)
+        forms = lanczos_forms(solve_mv, X, fn, num_matvecs=budget, tol=tol, vector_fn=vector_fn,
+                              solve=solve)
     else:
         assert sketch is not None
         forms = chebyshev_forms(solve_mv, X, fn, bounds=sketch.bounds(), num_matvecs=budget,
-                                tol=tol, need_vectors=need_grad,
+                                tol=tol, vector_fn=vector_fn, solve=solve,
                                 cg_iters=k if budget is None else budget)
         info["interval"] = forms.extra["interval"]
         info["degree"] = forms.extra["degree"]
@@ -259,7 +298,7 @@ def stochastic_spectral_sum(
         value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
     if need_grad and forms.vectors is not None:
         w = weights * (~singular).to(dtype)[:, None]
-        s = _surrogate(G, z, forms.vectors, X, w)
+        s = _surrogate(G, z, forms.vectors, None if symmetric else X, w)
         if s.requires_grad:
             value = value + (s - s.detach())
     if return_info:
