@@ -46,7 +46,7 @@ from torch import Tensor
 from ..linalg.jacobian import Generator, check_latents, jacobian_columns, metric_matvec
 from ..linalg.probes import PROBE_KINDS, sample_probes
 from .chebyshev_hutchinson import chebyshev_forms
-from .deflation import sketch_spectrum
+from .deflation import SpectrumSketch, sketch_spectrum
 from .exact import SingularMetricWarning, exact_spectral_sum, singular_samples
 from .functions import SpectralFunction
 from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms, is_reciprocal
@@ -135,9 +135,34 @@ def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode
         f"{bad} ({int(failed.sum())} of {forms.converged.numel()} vectors; worst "
         f"residual {worst:.3g}): the value and gradient are biased. Raise num_matvecs or tol."
     )
+    _warn_or_raise(msg, mode, NonConvergenceError, NonConvergenceWarning)
+
+
+def _warn_or_raise(msg: str, mode: str, error: type[Exception], warning: type[Warning]) -> None:
     if mode == "raise":
-        raise NonConvergenceError(msg)
-    warnings.warn(msg, NonConvergenceWarning, stacklevel=4)
+        raise error(msg)
+    warnings.warn(msg, warning, stacklevel=5)
+
+
+def _singular_samples(sketch: SpectrumSketch, fn: SpectralFunction, mode: str) -> Tensor:
+    """Samples whose sketch shows a numerically singular metric (log/sqrt-type ``g`` only)."""
+    values = sketch.values
+    singular = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
+    if not fn.needs_positive:
+        return singular
+    # The numerical-rank cut-off of the exact mode, k·eps·λ_max, on the Ritz values.
+    k = sketch.vectors.shape[1]
+    top = torch.where(torch.isfinite(values), values, -torch.inf).amax(-1)
+    lam = torch.stack([values[:, 0], top], -1)
+    singular = singular_samples(lam, k * torch.finfo(values.dtype).eps * top.clamp_min(0))
+    if singular.any():
+        msg = (
+            f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
+            f"(smallest Ritz value {values[singular, 0].min().item():.3g}); "
+            f"{fn.name} is not finite there. Pass jitter=... to regularise."
+        )
+        _warn_or_raise(msg, mode, ValueError, SingularMetricWarning)
+    return singular
 
 
 def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor | None, weights: Tensor) -> Tensor:
@@ -243,20 +268,8 @@ def stochastic_spectral_sum(
         V = sketch.deflation_basis(r, fn.dg)
 
     singular = torch.zeros(B, dtype=torch.bool, device=device)
-    if fn.needs_positive and sketch is not None:
-        # The numerical-rank cut-off of the exact mode, k·eps·λ_max, on the Ritz values.
-        theta = torch.where(torch.isfinite(sketch.values), sketch.values, -torch.inf)
-        lam = torch.cat([sketch.values[:, :1], theta.amax(-1, keepdim=True)], -1)
-        singular = singular_samples(lam, k * torch.finfo(dtype).eps * lam[:, 1].clamp_min(0))
-        if singular.any():
-            msg = (
-                f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
-                f"(smallest Ritz value {sketch.values[singular, 0].min().item():.3g}); "
-                f"{fn.name} is not finite there. Pass jitter=... to regularise."
-            )
-            if on_singular == "raise":
-                raise ValueError(msg)
-            warnings.warn(msg, SingularMetricWarning, stacklevel=3)
+    if sketch is not None:
+        singular = _singular_samples(sketch, fn, on_singular)
     info["singular"] = singular
 
     eps = sample_probes(B, k, num_probes, probes, basis=V if V.shape[-1] else None,
