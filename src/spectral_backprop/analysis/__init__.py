@@ -16,6 +16,7 @@ from .aberrance import classifier_scores, nearest_distance, small_classifier, tr
 from .baselines import ganspace_directions, random_directions, sefa_directions
 from .factors import METHODS, compare_directions, run_factor_experiment
 from .likelihood import bits_per_dim, log_likelihoods, score_data, summarize
+from .loading import load_gan_generator
 from .pipeline import AnalysisConfig, analyze_generator
 from .plots import image_grid, plot_search, plot_spectra, save_image_grid
 from .purity import (
@@ -53,6 +54,7 @@ __all__ = [
     "METHODS",
     # all together, and pictures
     "analyze_generator",
+    "load_gan_generator",
     "AnalysisConfig",
     "image_grid",
     "save_image_grid",
