@@ -317,8 +317,11 @@ def main_benchmark(args) -> None:
         return statistics.mean(float((o[1] - g_exact).pow(2).sum()) for o in runs)
 
     def equal_budget(run: Callable[[int, int], tuple]) -> tuple[int, list]:
-        per_probe = run(4, 10_000)[2]["matvecs"] / 4  # pilot
-        probes = max(1, round(matvecs / per_probe))
+        # Pilots at 4 and 8 probes give the cost model fixed + per_probe · probes (the
+        # fixed part is a deflation sketch, if any).
+        c4, c8 = (run(p, 10_000)[2]["matvecs"] for p in (4, 8))
+        per_probe = (c8 - c4) / 4
+        probes = max(1, round((matvecs - (c4 - 4 * per_probe)) / per_probe))
         return probes, [run(probes, s) for s in seeds]
 
     num_probes = options.get("num_probes", DEFAULT_NUM_PROBES)
@@ -361,12 +364,14 @@ def main_benchmark(args) -> None:
     except ImportError:
         print("linear_operator not installed: `pip install linear_operator` to run this part")
         return
-    iters = options.get("num_matvecs", 64)
     tol = options.get("tol", DEFAULT_TOL)
     with torch.no_grad():  # values only, for both: the value alone needs fewer steps
         mine = [run_ours_value(G, z, s, options) for s in seeds]
         mv_mine = statistics.mean(o.info["matvecs"] for o in mine)
         rel_mine = torch.stack([((o.value - v_exact) / v_exact).abs() for o in mine])
+        # linear_operator gets the Lanczos/CG step cap our probes needed, so that equal
+        # products also means about equal probes.
+        iters = int(max(o.info["iterations"].max() for o in mine))
         pilot_g = run_gpytorch(G, z, 10_002, 4, iters, tol)[2]["matvecs"] / 4
         p_g = max(1, round(mv_mine / pilot_g))
         gp = [run_gpytorch(G, z, s, p_g, iters, tol) for s in seeds]
@@ -376,6 +381,7 @@ def main_benchmark(args) -> None:
             "ours": lambda s: run_ours_value(G, z, s, options),
             "gpytorch": lambda s: run_gpytorch(G, z, s, p_g, iters, tol),
         }, args.repeats)
+    print(f"step cap per probe: {iters}; tolerance {tol:g}\n")
     print("| estimator | probes | Mv per sample | rel. error (mean, max) | time (value only) |")
     print("|---|---|---|---|---|")
     print(f"| ours (lanczos) | {num_probes} | {mv_mine:.0f} | "
