@@ -192,6 +192,7 @@ def analyze_generator(
 
     # Aberrance: classifier and nearest training example.
     sets = {"typical": x_typ, "search": x_search, "real": real[idx]}
+    per_point: dict[str, np.ndarray] = {}
     if labels is not None and cfg.classifier_epochs > 0:
         say("training the aberrance classifier")
         clf, acc = train_classifier(real, labels, epochs=cfg.classifier_epochs, seed=cfg.seed,
@@ -199,8 +200,11 @@ def analyze_generator(
         details["classifier_heldout_accuracy"] = acc
         for name, x in sets.items():
             s = classifier_scores(clf, x)
-            results[f"classifier_confidence_{name}"] = _mean(s["confidence"])
-            results[f"classifier_entropy_{name}"] = _mean(s["entropy"])
+            for score in ("confidence", "entropy"):
+                key = f"classifier_{score}_{name}"
+                results[key] = _mean(s[score])
+                details[f"{key}_se"] = summarize(s[score], n)["se"]
+                per_point[key] = s[score].double().numpy()
     ref = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_train_reference]]
     dist = {name: nearest_distance(x, ref) for name, x in sets.items() if name != "real"}
     for name, d in dist.items():
@@ -250,6 +254,7 @@ def analyze_generator(
         search_loglik=search.log_likelihood.double().numpy(),
         search_logdet=search.logdet.double().numpy(),
         **{f"nearest_distance_{k_}": v.numpy() for k_, v in dist.items()},
+        **per_point,
     )
     results["details"] = details
     results["figures"] = figures
