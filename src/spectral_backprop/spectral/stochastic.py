@@ -27,9 +27,9 @@ tridiagonal matrix, or its Chebyshev series), and the surrogate ``Σ_j ω_j ‖J
 needs one JVP per probe instead of two. ``symmetric=False`` gives the plain
 ``Σ_j ω_j (J u_j)·(J ε_j)`` with ``u = g'(M) ε`` (CG for log det with ``"chebyshev"``).
 
-**Variance reduction 2: deflation** (``deflate=r``). A Lanczos sketch (:mod:`.deflation`) finds Ritz
-vectors ``V`` where ``|g'|`` is largest (for log det the smallest eigenpairs, which
-dominate ``M^{-1}``). With ``P = I − VVᵀ``,
+**Variance reduction 2: deflation** (``deflate=r``). A Lanczos sketch
+(:mod:`.deflation`) finds Ritz vectors ``V`` where ``|g'|`` is largest (for log det
+the smallest eigenpairs, which dominate ``M^{-1}``). With ``P = I − VVᵀ``,
 ``tr A = Σ_i v_iᵀ A v_i + E[εᵀ P A P ε]``: the columns of ``V`` enter with weight 1
 and the probes are drawn in the complement, weight ``1/p``. Unbiased for any ``V``.
 """
