@@ -40,12 +40,15 @@ def test_build_gan_errors():
         build_gan("dcgan", (2,), 2)
     with pytest.raises(ValueError, match="4·2\\^m or 7·2\\^m"):
         build_gan("dcgan", (1, 30, 30), 2)
+    with pytest.raises(ValueError, match="mixing must be"):
+        CouplingGenerator(mixing="shuffle")
 
 
-def test_coupling_log_det_matches_spectral_log_det():
+@pytest.mark.parametrize("mixing", ["swap", "rotation"])
+def test_coupling_log_det_matches_spectral_log_det(mixing):
     from spectral_backprop import logdet_jtj
 
-    G = CouplingGenerator(dim=2, num_layers=4, hidden=16).double()
+    G = CouplingGenerator(dim=2, num_layers=4, hidden=16, mixing=mixing).double()
     # Move away from the identity initialisation so the test is not trivial.
     with torch.no_grad():
         for p in G.parameters():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError
 
-_FIELDS = ("target", "num_layers", "hidden", "depth", "steps", "batch_size", "lr",
+_FIELDS = ("target", "num_layers", "hidden", "depth", "mixing", "steps", "batch_size", "lr",
            "eval_samples", "seed", "log_every", "ckpt_every", "device")
 
 
@@ -40,6 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num-layers", type=int, help="coupling layers (default 8)")
     p.add_argument("--hidden", type=int, help="conditioner width (default 64)")
     p.add_argument("--depth", type=int, help="conditioner hidden layers (default 2)")
+    p.add_argument("--mixing", choices=["swap", "rotation"],
+                   help="between coupling layers: random rotation (default) or swap halves")
     p.add_argument("--steps", type=int, help="Adam steps (default 3000)")
     p.add_argument("--batch-size", type=int, help="latents per step (default 256)")
     p.add_argument("--lr", type=float, help="initial learning rate, cosine decay (default 1e-3)")

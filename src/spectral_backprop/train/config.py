@@ -141,7 +141,8 @@ class ReverseKLConfig(_Config):
 
     Attributes:
         target: a name of :data:`~spectral_backprop.train.targets.TARGETS`.
-        num_layers, hidden, depth: the :class:`~spectral_backprop.models.CouplingGenerator`.
+        num_layers, hidden, depth, mixing: the
+            :class:`~spectral_backprop.models.CouplingGenerator`.
         steps, batch_size, lr: optimisation (Adam, cosine-decayed learning rate).
         eval_samples: samples for the final reverse KL and effective sample size.
         seed, log_every, ckpt_every, device, progress: as in :class:`GANConfig`.
@@ -151,6 +152,7 @@ class ReverseKLConfig(_Config):
     num_layers: int = 8
     hidden: int = 64
     depth: int = 2
+    mixing: str = "rotation"
     steps: int = 3000
     batch_size: int = 256
     lr: float = 1e-3

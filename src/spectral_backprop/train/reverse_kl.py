@@ -124,7 +124,8 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
     log_p = get_target(config.target)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    G = CouplingGenerator(2, config.num_layers, config.hidden, config.depth).to(device)
+    G = CouplingGenerator(2, config.num_layers, config.hidden, config.depth,
+                          mixing=config.mixing).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     rng = torch.Generator().manual_seed(config.seed + 1)
