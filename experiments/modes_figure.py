@@ -1,0 +1,49 @@
+"""Scatter plots of 2,500 samples from the plain and entropy-regularised generators of a
+``spectral-backprop modes`` run (one seed), for the docs.
+
+Usage: ``python experiments/modes_figure.py runs/modes_grid --seed 0 --out docs/figures``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from spectral_backprop.data import load_dataset
+from spectral_backprop.models import build_gan
+from spectral_backprop.train import GANConfig
+from spectral_backprop.train.modes import NUM_EVAL_SAMPLES
+from spectral_backprop.train.plots import save_samples_png
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args()
+    for variant in ("gan", "entropy"):
+        run = args.folder / variant / f"seed{args.seed}"
+        config = GANConfig.from_dict(json.loads((run / "config.json").read_text()))
+        data = load_dataset(config.dataset, num_samples=10)  # only the mode centres
+        torch.manual_seed(0)
+        G, _ = build_gan(config.arch, data.shape, config.latent_dim or 2, config.width,
+                         config.depth)
+        G.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["modules"]["G"])
+        figures = json.loads((run / "eval.json").read_text())
+        # The same latents as the evaluation (seed 10,000 + run seed).
+        z = torch.randn(NUM_EVAL_SAMPLES, 2,
+                        generator=torch.Generator().manual_seed(10_000 + args.seed))
+        with torch.no_grad():
+            x = G(z)
+        title = (f"{config.dataset}, {variant} (β = {config.entropy_weight}), seed {args.seed}: "
+                 f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")
+        save_samples_png(x, args.out / f"training_{config.dataset}_{variant}.png", data.modes,
+                         title)
+
+
+if __name__ == "__main__":
+    main()
