@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--layers", type=int, default=8, help="our coupling layers")
+    parser.add_argument("--layers", type=int, default=16, help="our coupling layers")
     parser.add_argument("--hidden", type=int, default=64, help="our conditioner width")
     parser.add_argument("--mixing", default="rotation", choices=["swap", "rotation"])
     parser.add_argument("--analytic", action="store_true",

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                     "(log Z by quadrature), the effective sample size, and a density plot.",
     )
     p.add_argument("--target", required=True, choices=list(TARGETS))
-    p.add_argument("--num-layers", type=int, help="coupling layers (default 8)")
+    p.add_argument("--num-layers", type=int, help="coupling layers (default 16)")
     p.add_argument("--hidden", type=int, help="conditioner width (default 64)")
     p.add_argument("--depth", type=int, help="conditioner hidden layers (default 2)")
     p.add_argument("--mixing", choices=["swap", "rotation"],

@@ -149,7 +149,7 @@ class ReverseKLConfig(_Config):
     """
 
     target: str = "U1"
-    num_layers: int = 8
+    num_layers: int = 16
     hidden: int = 64
     depth: int = 2
     mixing: str = "rotation"
