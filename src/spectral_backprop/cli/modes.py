@@ -14,15 +14,16 @@ def run(args: argparse.Namespace) -> int:
     from spectral_backprop.train import CheckpointError
     from spectral_backprop.train.modes import PROTOCOL, run_modes
 
-    if args.seeds < 1:
-        raise CLIError(f"--seeds must be at least 1, got {args.seeds}")
+    if not 0 <= args.first_seed < args.seeds:
+        raise CLIError(f"need 0 <= --first-seed < --seeds, got {args.first_seed} and {args.seeds}")
     protocol = PROTOCOL[args.dataset]
     base = config_from_args(args, base=protocol["config"])
     beta = protocol["entropy_weight"] if args.entropy_weight is None else args.entropy_weight
     if beta <= 0:
         raise CLIError(f"--entropy-weight must be positive, got {beta}")
     try:
-        summary = run_modes(args.dataset, args.seeds, args.out, base, beta, resume=args.resume)
+        summary = run_modes(args.dataset, args.seeds, args.out, base, beta, resume=args.resume,
+                            first_seed=args.first_seed)
     except (CheckpointError, FileExistsError) as err:
         raise CLIError(str(err)) from err
     table = {v: {k: summary["variants"][v][k] for k in ("modes", "high_quality", "reverse_kl")}
@@ -43,6 +44,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--dataset", choices=["ring", "grid"], required=True)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (default 5)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="start at this seed (to split seeds over processes; default 0)")
     p.add_argument("--entropy-weight", type=float,
                    help="beta of the entropy variant (default: the protocol's)")
     add_gan_arguments(p)

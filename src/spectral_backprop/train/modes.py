@@ -35,13 +35,13 @@ NUM_EVAL_SAMPLES = 2500
 # learning-rate decay. See docs/training.md for how these were chosen.
 PROTOCOL: dict[str, dict[str, Any]] = {
     "grid": {
-        "config": {"dataset": "grid", "width": 128, "batch_size": 256, "steps": 5000,
+        "config": {"dataset": "grid", "width": 128, "batch_size": 256, "steps": 20000,
                    "lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "entropy_batch": 32,
                    "log_every": 100, "ckpt_every": 1000},
         "entropy_weight": 0.03,
     },
     "ring": {
-        "config": {"dataset": "ring", "width": 128, "batch_size": 256, "steps": 3000,
+        "config": {"dataset": "ring", "width": 128, "batch_size": 256, "steps": 10000,
                    "lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "entropy_batch": 32,
                    "log_every": 100, "ckpt_every": 1000},
         "entropy_weight": 0.03,
@@ -89,11 +89,15 @@ def mean_se(values: list[float]) -> dict[str, float]:
 
 
 def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
-              entropy_weight: float, resume: bool = False) -> dict[str, Any]:
-    """Train both variants (β = 0 and β = ``entropy_weight``) for ``seeds`` seeds.
+              entropy_weight: float, resume: bool = False, first_seed: int = 0
+              ) -> dict[str, Any]:
+    """Train both variants (β = 0 and β = ``entropy_weight``) for seeds
+    ``first_seed, ..., seeds − 1``.
 
     Each run lives in ``out_dir/<variant>/seed<i>`` (resumable); the summary, with
-    per-seed figures, is written to ``out_dir/results.json`` and returned.
+    per-seed figures, is written to ``out_dir/results.json`` and returned. To spread
+    seeds over processes, give each a ``first_seed``/``seeds`` range, then summarise
+    all of them with ``first_seed=0, resume=True`` (finished runs are not retrained).
     """
     from spectral_backprop.data import load_dataset
     from spectral_backprop.train.gan import train_gan
@@ -102,7 +106,7 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
     data = load_dataset(dataset, **base.data_options)
     variants = {"gan": 0.0, "entropy": entropy_weight}
     per_seed: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-    for seed in range(seeds):
+    for seed in range(first_seed, seeds):
         for variant, beta in variants.items():
             config = replace(base, dataset=dataset, entropy_weight=beta, seed=seed)
             run_dir = out / variant / f"seed{seed}"
@@ -118,7 +122,8 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
             print(f"{variant:8s} seed {seed}: {figures}")
     summary = {
         "dataset": dataset,
-        "seeds": seeds,
+        "seeds": seeds - first_seed,
+        "first_seed": first_seed,
         "num_eval_samples": NUM_EVAL_SAMPLES,
         "config": base.to_dict(),
         "entropy_weight": entropy_weight,
