@@ -272,3 +272,20 @@ def test_latent_metric_eigenvalue_gradients_match_dense():
     ref = dense_spectral_sum(G, z, lambda x: x.log())
     torch.testing.assert_close(lam.log().sum(1), ref)
     torch.testing.assert_close(_grads(lam.log().sum(1), G, z)[0], _grads(ref, G, z)[0])
+
+
+def test_cholesky_fast_path_agrees_with_eigh_and_defers_when_unsure():
+    from spectral_backprop.spectral.exact import cholesky_logdet
+
+    A = torch.randn(5, 9, 4, dtype=torch.float64)
+    M = A.mT @ A
+    value, W = cholesky_logdet(M)
+    lam, V = torch.linalg.eigh(M)
+    torch.testing.assert_close(value, lam.log().sum(-1))
+    torch.testing.assert_close(W, (V / lam[:, None, :]) @ V.mT)
+    # Rank-deficient, or too ill-conditioned to certify: eigh decides instead.
+    A[2, :, 3] = A[2, :, 2]
+    assert cholesky_logdet(A.mT @ A) is None
+    B = torch.diag(torch.tensor([1.0, 1e-20], dtype=torch.float64))[None]
+    assert cholesky_logdet(B) is None
+    assert cholesky_logdet(torch.eye(2, dtype=torch.float64)[None], rank_tol=2.0) is None
