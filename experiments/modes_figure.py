@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     for variant in ("gan", "entropy"):
         run = args.folder / variant / f"seed{args.seed}"
         config = GANConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -39,9 +40,10 @@ def main() -> None:
                         generator=torch.Generator().manual_seed(10_000 + args.seed))
         with torch.no_grad():
             x = G(z)
-        title = (f"{config.dataset}, {variant} (β = {config.entropy_weight}), seed {args.seed}: "
+        title = (f"{config.dataset}, {variant} (β = {config.entropy_weight}), "
+                 f"{config.steps} steps, seed {args.seed}: "
                  f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")
-        save_samples_png(x, args.out / f"training_{config.dataset}_{variant}.png", data.modes,
+        save_samples_png(x, args.out / f"training_{args.folder.name}_{variant}.png", data.modes,
                          title)
 
 
