@@ -3,7 +3,7 @@ normalising flows trained in the same budget (steps, batch, learning-rate schedu
 
 Benchmark only: needs ``pip install zuko`` (the ``bench`` extra). Usage::
 
-    python experiments/fit_density_vs_zuko.py --out runs/fit_density --steps 1500
+    python experiments/fit_density_vs_zuko.py --out runs/fit_density --steps 1500 --analytic
 
 Writes ``OUT/<target>/row.json`` per target (so that targets can run in separate
 processes), ``OUT/results.json`` and ``OUT/table.md`` over all finished targets, and
@@ -34,6 +34,8 @@ def zuko_flow(kind: str):
 
     if kind == "NSF":
         return zuko.flows.NSF(2, transforms=4, hidden_features=(64, 64))
+    if kind == "NSF-large":
+        return zuko.flows.NSF(2, transforms=8, hidden_features=(128, 128))
     if kind == "MAF":
         return zuko.flows.MAF(2, transforms=8, hidden_features=(64, 64))
     if kind == "RealNVP":
@@ -106,12 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fit_density"))
     parser.add_argument("--targets", nargs="+", default=["U1", "U2", "U3", "U4"])
-    parser.add_argument("--flows", nargs="*", default=["NSF", "MAF", "RealNVP"])
+    parser.add_argument("--flows", nargs="*", default=["NSF", "NSF-large", "RealNVP"])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layers", type=int, default=16, help="our coupling layers")
-    parser.add_argument("--hidden", type=int, default=64, help="our conditioner width")
+    parser.add_argument("--hidden", type=int, default=128, help="our conditioner width")
     parser.add_argument("--mixing", default="rotation", choices=["swap", "rotation"])
     parser.add_argument("--analytic", action="store_true",
                         help="also train our architecture with its analytic log det (control)")

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--target", required=True, choices=list(TARGETS))
     p.add_argument("--num-layers", type=int, help="coupling layers (default 16)")
-    p.add_argument("--hidden", type=int, help="conditioner width (default 64)")
+    p.add_argument("--hidden", type=int, help="conditioner width (default 128)")
     p.add_argument("--depth", type=int, help="conditioner hidden layers (default 2)")
     p.add_argument("--mixing", choices=["swap", "rotation"],
                    help="between coupling layers: random rotation (default) or swap halves")

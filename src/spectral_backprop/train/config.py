@@ -150,7 +150,7 @@ class ReverseKLConfig(_Config):
 
     target: str = "U1"
     num_layers: int = 16
-    hidden: int = 64
+    hidden: int = 128
     depth: int = 2
     mixing: str = "rotation"
     steps: int = 3000
