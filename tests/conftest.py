@@ -17,6 +17,19 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train tiny networks on one thread for a module's tests.
+
+    On a shared 2-core machine, OpenMP threads spin-waiting for a busy core made each
+    training step ~40x slower (measured).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def float64():
     """Run a test with float64 as the default dtype, then restore it."""

@@ -18,15 +18,7 @@ from spectral_backprop.train import (
 )
 from spectral_backprop.train import gan as gan_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks on a shared 2-core machine: OpenMP threads spin-waiting for a busy
-    # core make each step ~40x slower (measured), so train these on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> GANConfig:

@@ -19,14 +19,7 @@ from spectral_backprop.train import (
 )
 from spectral_backprop.train import targets as targets_module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small networks on a shared 2-core machine train far faster on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
