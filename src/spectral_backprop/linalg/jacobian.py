@@ -160,8 +160,7 @@ def jacobian(G: Generator, z: Tensor, *, chunk_size: int | None = None) -> Tenso
         >>> jacobian(G, torch.zeros(4, 2)).shape
         torch.Size([4, 3, 2])
     """
-    x, J = jacobian_and_output(G, z, chunk_size=chunk_size)
-    return J
+    return jacobian_and_output(G, z, chunk_size=chunk_size)[1]
 
 
 def _chunks(k: int, chunk_size: int | None) -> list[slice]:
@@ -193,7 +192,7 @@ def jacobian_and_output(
         def column_fn(t: Tensor) -> tuple[Tensor, Tensor]:
             return jacobian_columns(G, z, t)
 
-    # Evaluate once on the first direction to get clear errors before the heavy work.
+    # The first chunk also yields the output: check it (and name bad z) before the rest.
     slices = _chunks(k, chunk_size)
     x, first = _call(lambda: column_fn(eye[slices[0]]), z)
     _check_output(x.detach(), k)

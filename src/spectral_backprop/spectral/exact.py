@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint
 from ..linalg.jacobian import Generator, jacobian_and_output, jacobian_columns
 from .functions import SPECTRAL_FUNCTIONS, SpectralFunction
 
-__all__ = ["SingularMetricWarning", "exact_spectral_sum", "metric_eigh"]
+__all__ = ["SingularMetricWarning", "cholesky_logdet", "exact_spectral_sum", "gram"]
 
 
 class SingularMetricWarning(UserWarning):
@@ -62,11 +62,6 @@ def gram(J: Tensor, jitter: float = 0.0) -> Tensor:
     if jitter:
         M = M + jitter * torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
     return M
-
-
-def metric_eigh(J: Tensor, jitter: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Ascending eigenpairs of ``JᵀJ + jitter·I`` for ``J[B, n, k]``, outside the graph."""
-    return torch.linalg.eigh(gram(J, jitter))
 
 
 def cholesky_logdet(M: Tensor, rank_tol: float | None = None) -> tuple[Tensor, Tensor] | None:
