@@ -57,14 +57,14 @@ def load_dataset(name: str, **options) -> Dataset:
         raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
     loader = DATASETS[name]
     options = {k: v for k, v in options.items() if v is not None}
-    accepted = set(inspect.signature(loader).parameters)
-    unknown = sorted(set(options) - accepted)
+    params = inspect.signature(loader).parameters
+    unknown = sorted(set(options) - set(params))
     if unknown:
         raise TypeError(
             f"data set {name!r} does not take option(s) {', '.join(unknown)}; "
-            f"it takes: {', '.join(sorted(accepted)) or 'no options'}"
+            f"it takes: {', '.join(sorted(params)) or 'no options'}"
         )
-    required = [p.name for p in inspect.signature(loader).parameters.values()
+    required = [p.name for p in params.values()
                 if p.default is inspect.Parameter.empty and p.name not in options]
     if required:
         raise TypeError(f"data set {name!r} needs option(s): {', '.join(required)}")
