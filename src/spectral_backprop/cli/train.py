@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from spectral_backprop.cli import CLIError
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     finally:
         teardown_distributed()
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         g = torch.Generator().manual_seed(config.seed)
         z = torch.randn(2500 if not data.is_image else 64, result.latent_dim, generator=g)
         with torch.no_grad():
