@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..density import prior_log_prob
+from ..geometry._util import frozen
 from ..linalg.jacobian import Generator, check_latents
 from ..spectral import logdet_jtj
 
@@ -57,15 +58,6 @@ class SearchResult:
     @property
     def final_outputs(self) -> Tensor:
         return self.outputs[-1]
-
-
-def _freeze(G: Generator) -> list[tuple[torch.nn.Parameter, bool]]:
-    # The search moves latents only; gradients must not pile up on G's parameters.
-    params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
-    saved = [(p, p.requires_grad) for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    return saved
 
 
 def high_likelihood_search(
@@ -128,8 +120,7 @@ def high_likelihood_search(
     z = z0.detach().clone().requires_grad_(True)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([z], lr=lr)
     records: dict[str, list[Tensor]] = {k: [] for k in ("step", "z", "ll", "ld", "obj", "x")}
-    saved = _freeze(G)
-    try:
+    with frozen(G):
         for t in tqdm(range(steps + 1), desc="search", disable=not progress):
             logdet = logdet_jtj(G, z, method=method, **options)
             log_prior = prior_log_prob(prior, z)
@@ -151,7 +142,4 @@ def high_likelihood_search(
                 with torch.no_grad():
                     norm = z.norm(dim=-1, keepdim=True).clamp_min(max_norm)
                     z.mul_(max_norm / norm)
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
     return SearchResult(*(torch.stack(records[k]) for k in ("step", "z", "ll", "ld", "obj", "x")))

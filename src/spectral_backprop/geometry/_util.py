@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from ..linalg.jacobian import Generator
 
-__all__ = ["check_rank", "infer_latent_dim", "param_dtype"]
+__all__ = ["check_rank", "frozen", "infer_latent_dim", "param_dtype"]
 
 
 def infer_latent_dim(G: Generator, latent_dim: int | None = None) -> int:
@@ -35,3 +38,20 @@ def param_dtype(G: Generator) -> torch.dtype:
         for p in G.parameters():
             return p.dtype
     return torch.get_default_dtype()
+
+
+@contextmanager
+def frozen(G: Generator) -> Iterator[None]:
+    """``G``'s parameters with ``requires_grad`` off inside the block, restored after.
+
+    For optimising latents: gradients must not pile up on ``G``'s parameters.
+    """
+    params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)

@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..linalg.jacobian import Generator
-from ._util import infer_latent_dim, param_dtype
+from ._util import frozen, infer_latent_dim, param_dtype
 
 __all__ = ["Inversion", "invert"]
 
@@ -118,12 +118,7 @@ def _invert_batch(G, x, k, restarts, steps, lr, prior_weight, generator):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)) + 1e-3
     )
-    # G's parameters must not accumulate gradients while we optimise latents.
-    params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with frozen(G):
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             err = (G(z).reshape(z.shape[0], -1) - target).pow(2).sum(-1)
@@ -131,9 +126,6 @@ def _invert_batch(G, x, k, restarts, steps, lr, prior_weight, generator):
             loss.sum().backward()
             opt.step()
             sched.step()
-    finally:
-        for p, f in zip(params, flags, strict=True):
-            p.requires_grad_(f)
     with torch.no_grad():
         z = z.detach()
         rec = G(z)
