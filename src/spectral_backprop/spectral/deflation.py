@@ -61,10 +61,15 @@ class SpectrumSketch:
         a = torch.maximum((theta_min - self.residuals[:, 0]) * (1 - margin), theta_min / 10)
         return a, b
 
-    def deflation_basis(self, r: int, weight: Callable[[Tensor], Tensor]) -> Tensor:
-        """The ``r`` Ritz vectors with the largest ``|weight(θ)|``, as ``V[B, k, r]``."""
+    def deflation_basis(
+        self, r: int, weight: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """The ``r`` Ritz pairs with the largest ``|weight(θ)|``: ``(V[B, k, r], θ[B, r])``.
+
+        ``θ_i = y_iᵀ M y_i`` are the Rayleigh quotients of the chosen vectors.
+        """
         if r == 0:
-            return self.vectors[..., :0]
+            return self.vectors[..., :0], self.values[:, :0]
         score = torch.where(
             torch.isfinite(self.values), weight(self.values.clamp_min(0)).abs(), -torch.inf
         )
@@ -72,7 +77,7 @@ class SpectrumSketch:
         idx = score.topk(r, dim=-1).indices
         V = self.vectors.gather(-1, idx[:, None, :].expand(-1, self.vectors.shape[1], -1))
         # Re-orthonormalise: Ritz vectors are orthonormal only to working precision.
-        return torch.linalg.qr(V).Q
+        return torch.linalg.qr(V).Q, self.values.gather(-1, idx)
 
 
 def sketch_spectrum(

@@ -259,7 +259,7 @@ def stochastic_spectral_sum(
     budget = DEFAULT_NUM_MATVECS if (method == "lanczos" and num_matvecs is None) else num_matvecs
 
     info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
-    V = z.new_zeros(B, k, 0)
+    V, ritz = z.new_zeros(B, k, 0), z.new_zeros(B, 0)
     sketch = None
     if method == "chebyshev" or deflate > 0:
         steps = min(k, max(SKETCH_STEPS, SKETCH_STEPS_PER_VECTOR * deflate))
@@ -267,7 +267,7 @@ def stochastic_spectral_sum(
                                  device=device)
         info["matvecs"] += sketch.matvecs
         r = min(deflate, int(torch.isfinite(sketch.values).sum(-1).min()))
-        V = sketch.deflation_basis(r, fn.dg)
+        V, ritz = sketch.deflation_basis(r, fn.dg)
 
     singular = torch.zeros(B, dtype=torch.bool, device=device)
     if sketch is not None:
@@ -306,7 +306,7 @@ def stochastic_spectral_sum(
         info["degree"] = forms.extra["degree"]
     info["matvecs"] += forms.matvecs
     if r:
-        info["deflated"] = (V.mT * matvec(V).mT).sum(-1)  # Rayleigh quotients of V
+        info["deflated"] = ritz  # from the sketch: no extra product with M
     info.update(iterations=forms.iterations, residual=forms.residual, converged=forms.converged)
     _report(forms, method, budget if budget is not None else "auto", tol, on_nonconvergence,
             singular)
