@@ -57,16 +57,18 @@ class AffineCoupling(nn.Module):
         raw_s, t = self.net(ya).chunk(2, dim=-1)
         return self.max_log_scale * torch.tanh(raw_s / self.max_log_scale), t
 
-    def forward(self, x: Tensor) -> Tensor:
+    def couple(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer's output and its log scales ``s`` (``log|det J| = Σ s``)."""
         y = x @ self.rotation.T
         ya, yb = y[:, : self.split], y[:, self.split :]
         s, t = self._scale_shift(ya)
-        return torch.cat([ya, yb * s.exp() + t], dim=-1)
+        return torch.cat([ya, yb * s.exp() + t], dim=-1), s
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.couple(x)[0]
 
     def log_abs_det(self, x: Tensor) -> Tensor:
-        y = x @ self.rotation.T
-        s, _ = self._scale_shift(y[:, : self.split])
-        return s.sum(-1)
+        return self.couple(x)[1].sum(-1)
 
 
 class CouplingGenerator(nn.Module):
@@ -110,7 +112,7 @@ class CouplingGenerator(nn.Module):
         total = self.log_scale.sum().expand(z.shape[0])
         x = z * self.log_scale.exp() + self.shift
         for layer in self.layers:
-            total = total + layer.log_abs_det(x)
-            x = layer(x)
+            x, s = layer.couple(x)
+            total = total + s.sum(-1)
         return total
 
