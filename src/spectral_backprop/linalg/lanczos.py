@@ -148,13 +148,12 @@ def lanczos(
         b = torch.linalg.vector_norm(w, dim=1)
         first = alpha[:, :, :1] if j else torch.ones_like(a)[..., None]
         alpha[:, :, j] = torch.where(active, a, first[..., 0])
-        beta[:, :, j] = torch.where(active, b, torch.zeros_like(b))
         steps += active.long()
         scale = torch.maximum(scale, a.abs() + b + beta_prev)
         broke = active & (b <= eps_break * scale)
         breakdown |= broke
-        beta[:, :, j] = torch.where(broke, torch.zeros_like(b), beta[:, :, j])
         active = active & ~broke
+        beta[:, :, j] = torch.where(active, b, torch.zeros_like(b))
         ran = j + 1
         if stop is not None and active.any():
             active = active & ~stop(alpha[:, :, :ran], beta[:, :, :ran], steps)
