@@ -34,15 +34,11 @@ def _torchrun(nproc: int, out: Path) -> None:
 def _single_process(out: Path) -> None:
     # The same command line, run in this process (saves a third interpreter start-up).
     args = build_parser().parse_args(["train", *ARGS, "--out", str(out)])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_gan(config_from_args(args), out)
-    finally:
-        torch.set_num_threads(before)
+    train_gan(config_from_args(args), out)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+@pytest.mark.usefixtures("one_thread")
 def test_two_process_gloo_matches_one_process(tmp_path):
     _torchrun(2, tmp_path / "ddp")
     _single_process(tmp_path / "single")
