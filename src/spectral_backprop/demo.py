@@ -220,17 +220,17 @@ def _class_coverage(config: DemoConfig, out: Path, names: list[str]) -> dict[str
 
     torch.set_num_threads(config.threads)
     coverage: dict[str, Any] = {}
-    data = None
+    data = clf = None
     for name in names:
         G, _, data = load_gan_generator(out / name / "train")
-        if "classifier" not in coverage:
-            clf, acc = train_classifier(data.x, data.labels, epochs=config.classifier_epochs,
-                                        seed=config.seed, progress=config.progress)
-            coverage["classifier"], coverage["classifier_accuracy"] = clf, acc
+        if clf is None:
+            clf, coverage["classifier_accuracy"] = train_classifier(
+                data.x, data.labels, epochs=config.classifier_epochs, seed=config.seed,
+                progress=config.progress)
         g = torch.Generator().manual_seed(config.seed + 7)
         with torch.no_grad():
             x = G(torch.randn(config.coverage_samples, G.latent_dim, generator=g))
-            pred = torch.cat([coverage["classifier"](b).argmax(1) for b in x.split(256)])
+            pred = torch.cat([clf(b).argmax(1) for b in x.split(256)])
         counts = torch.bincount(pred, minlength=10).double()
         p = counts / counts.sum()
         coverage[name] = {
@@ -241,7 +241,6 @@ def _class_coverage(config: DemoConfig, out: Path, names: list[str]) -> dict[str
     assert data is not None
     shares = torch.bincount(data.labels.long(), minlength=10).double()
     coverage["real_class_shares"] = (shares / shares.sum()).tolist()
-    del coverage["classifier"]
     return coverage
 
 
