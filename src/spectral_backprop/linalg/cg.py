@@ -54,6 +54,9 @@ def conjugate_gradient(
 ) -> CGResult:
     """Solve ``M x = b`` for every column of ``b[B, k, c]``.
 
+    The Hestenes–Stiefel (1952) recurrences of the module docstring, stopped at
+    ``‖b − Mx‖ ≤ tol‖b‖``.
+
     Args:
         matvec: ``V[B, k, c] ↦ M V`` (SPD per sample, no autograd graph).
         b: right-hand sides.

@@ -36,7 +36,12 @@ __all__ = [
 def chebyshev_coefficients(
     f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, degree: int
 ) -> Tensor:
-    """Coefficients ``c[B, degree+1]`` of the interpolant of ``f`` on ``[a[B], b[B]]``."""
+    """Coefficients ``c[B, degree+1]`` of the interpolant of ``f`` on ``[a[B], b[B]]``.
+
+    ``c_j = (2 − δ_{j0})/n · Σ_l f(x_l) cos(j θ_l)``, ``θ_l = π(l + ½)/n``, ``n = degree+1``,
+    at the nodes ``x_l = ½(b−a) cos θ_l + ½(b+a)`` (Press et al., *Numerical Recipes*,
+    §5.8).
+    """
     n = degree + 1
     theta = math.pi * (torch.arange(n, dtype=a.dtype, device=a.device) + 0.5) / n
     nodes = torch.cos(theta)
@@ -55,7 +60,8 @@ def chebyshev_error(
 
     The tail bounds the uniform error of the degree-``d`` series on ``[a, b]``
     (``|T_j| ≤ 1`` there). Coefficients come from interpolation at twice the degree, so
-    aliasing does not hide the tail. Returns ``[B, max_degree + 1]``.
+    aliasing does not hide the tail (Trefethen, *Approximation Theory and Approximation
+    Practice*, ch. 4 and 8). Returns ``[B, max_degree + 1]``.
     """
     c = chebyshev_coefficients(f, a, b, 2 * max_degree + 1).abs()
     tail = c.flip(-1).cumsum(-1).flip(-1)  # tail[j] = Σ_{i≥j} |c_i|
@@ -69,8 +75,8 @@ def chebyshev_degree(
     """Smallest degree with :func:`chebyshev_error` ``≤ tol`` for every sample.
 
     This is the degree the condition number ``b/a`` calls for, about ``½√κ log(1/tol)``
-    for ``log`` and ``1/x``. Returns ``max_degree + 1`` when ``max_degree`` is not enough
-    (the caller reports it).
+    for ``log`` and ``1/x`` (Han et al. 2017, arXiv 1606.00942). Returns
+    ``max_degree + 1`` when ``max_degree`` is not enough (the caller reports it).
     """
     ok = chebyshev_error(f, a, b, max_degree) <= tol
     none = torch.full_like(ok[:, 0], max_degree + 1, dtype=torch.long)
@@ -86,6 +92,9 @@ def chebyshev_recurrence(
     vectors: Sequence[Tensor] = (),
 ) -> tuple[list[Tensor], list[Tensor], Tensor]:
     """Evaluate Chebyshev series on probes ``X[B, k, c]`` in one pass of the recurrence.
+
+    ``w_0 = x``, ``w_1 = M̃x``, ``w_{j+1} = 2M̃w_j − w_{j−1}``; then ``Σ_j c_j xᵀw_j`` and
+    ``Σ_j c_j w_j`` (Han, Malioutov & Shin 2015, arXiv 1503.06394).
 
     Args:
         matvec: ``V[B, k, c] ↦ M V`` (no autograd graph).

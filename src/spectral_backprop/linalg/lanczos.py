@@ -84,6 +84,7 @@ def tridiagonal(alpha: Tensor, beta: Tensor, steps: Tensor | None = None) -> Ten
     With ``steps[...]`` the couplings at or after each column's last step are dropped
     (the last one is the residual ``β_m``, not part of ``T_m``), which decouples the
     padding from the active block: ``f(T)`` then acts on the active block unchanged.
+    ``T_{jj} = α_j``, ``T_{j,j+1} = T_{j+1,j} = β_j`` (Golub & Van Loan, §10.1).
     """
     if steps is not None:
         idx = torch.arange(alpha.shape[-1], device=alpha.device)
@@ -106,6 +107,9 @@ def lanczos(
     stop: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> LanczosDecomposition:
     """Run up to ``num_steps`` Lanczos steps from each column of ``start[B, k, c]``.
+
+    ``M Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ`` with full reorthogonalisation (Lanczos 1950;
+    Golub & Van Loan, §10.1); see the module docstring.
 
     Args:
         matvec: ``V[B, k, c] ↦ M V`` for a symmetric ``M`` per sample (no autograd graph).
@@ -172,14 +176,19 @@ def lanczos_quadrature(
 ) -> tuple[Tensor, Tensor]:
     """Gauss quadrature nodes and weights ``(θ[..., m], τ²[..., m])`` of ``T_m``.
 
-    ``e_1ᵀ f(T_m) e_1 = Σ_i τ_i² f(θ_i)``. Padding of stopped columns gets weight zero.
+    ``e_1ᵀ f(T_m) e_1 = Σ_i τ_i² f(θ_i)`` with ``τ_i = S_{1i}`` (Golub & Meurant 1994).
+    Padding of stopped columns gets weight zero.
     """
     theta, S = torch.linalg.eigh(tridiagonal(alpha, beta, steps))
     return theta, S[..., 0, :] ** 2
 
 
 def lanczos_function(decomp: LanczosDecomposition, f: Callable[[Tensor], Tensor]) -> Tensor:
-    """``f(M) x ≈ ‖x‖ Q_m f(T_m) e_1`` for every start column, ``[B, k, c]``."""
+    """``f(M) x ≈ ‖x‖ Q_m f(T_m) e_1`` for every start column, ``[B, k, c]``.
+
+    The Lanczos approximation of a matrix function times a vector (Higham, *Functions of
+    Matrices*, 2008, ch. 13); for ``f = 1/x`` it is the CG iterate.
+    """
     theta, S = torch.linalg.eigh(tridiagonal(decomp.alpha, decomp.beta, decomp.steps))
     coeff = (S * f(theta)[..., None, :]) @ S[..., 0, :, None]  # f(T) e_1, [B, c, m, 1]
     return (decomp.basis.mT @ coeff)[..., 0].mT * decomp.norm[:, None, :]
@@ -188,7 +197,9 @@ def lanczos_function(decomp: LanczosDecomposition, f: Callable[[Tensor], Tensor]
 def ritz_pairs(decomp: LanczosDecomposition) -> tuple[Tensor, Tensor, Tensor]:
     """Ritz values ``θ[B, c, m]`` (ascending), vectors ``Y[B, c, k, m]``, residuals ``[B, c, m]``.
 
-    Padding of stopped columns is excluded by giving those nodes ``+inf``.
+    ``T_m = S diag(θ) Sᵀ``, ``y_i = Q_m s_i``, ``‖M y_i − θ_i y_i‖ = β_m |S_{mi}|``
+    (Golub & Van Loan, §10.1). Padding of stopped columns is excluded by giving those
+    nodes ``+inf``.
     """
     steps = decomp.steps
     theta, S = torch.linalg.eigh(tridiagonal(decomp.alpha, decomp.beta, steps))

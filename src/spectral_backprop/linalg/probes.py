@@ -67,6 +67,8 @@ def sample_probes(
 ) -> Tensor:
     """Probes ``ε[B, k, num]`` with ``E[εεᵀ] = I − VVᵀ`` for each sample.
 
+    So ``(1/p) Σ_j ε_jᵀ A ε_j`` estimates ``tr(PAP)`` without bias (Hutchinson 1989).
+
     Args:
         batch: number of samples ``B``.
         k: dimension.

@@ -49,6 +49,9 @@ def chebyshev_forms(
 ) -> QuadraticForms:
     """Chebyshev–Hutchinson quadratic forms for every column of ``X[B, k, c]``.
 
+    ``xᵀg(M)x ≈ Σ_j c_j xᵀT_j(M̃)x`` and ``h(M)x ≈ Σ_j c'_j T_j(M̃)x`` (Han, Malioutov &
+    Shin 2015, arXiv 1503.06394).
+
     Args:
         matvec: ``V ↦ MV`` without a graph.
         X: vectors (probes and deflation vectors).

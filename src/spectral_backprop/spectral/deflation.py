@@ -53,7 +53,11 @@ class SpectrumSketch:
     matvecs: int
 
     def bounds(self, margin: float = 0.05) -> tuple[Tensor, Tensor]:
-        """``(a[B], b[B])``, an interval meant to contain the whole spectrum."""
+        """``(a[B], b[B])``, an interval meant to contain the whole spectrum.
+
+        ``b = max_i(θ_i + r_i)(1 + margin)`` (Zhou & Li 2011),
+        ``a = max((θ_min − r_min)(1 − margin), θ_min/10)``; see the module docstring.
+        """
         finite = torch.isfinite(self.values)
         theta_min = self.values[:, 0]
         hi = torch.where(finite, self.values + self.residuals, torch.zeros_like(self.values))
@@ -66,7 +70,8 @@ class SpectrumSketch:
     ) -> tuple[Tensor, Tensor]:
         """The ``r`` Ritz pairs with the largest ``|weight(θ)|``: ``(V[B, k, r], θ[B, r])``.
 
-        ``θ_i = y_iᵀ M y_i`` are the Rayleigh quotients of the chosen vectors.
+        ``θ_i = y_iᵀ M y_i`` are the Rayleigh quotients of the chosen vectors; the trace
+        splits as ``tr A = tr(VᵀAV) + tr(PAP)`` (Gambhir, Stathopoulos & Orginos 2017).
         """
         if r == 0:
             return self.vectors[..., :0], self.values[:, :0]
@@ -90,7 +95,11 @@ def sketch_spectrum(
     dtype: torch.dtype,
     device: torch.device,
 ) -> SpectrumSketch:
-    """``steps`` Lanczos steps from a Gaussian start per sample, and the Ritz pairs."""
+    """``steps`` Lanczos steps from a Gaussian start per sample, and the Ritz pairs.
+
+    ``T_m = S diag(θ) Sᵀ``, ``y_i = Q_m s_i``, residual ``β_m |S_{mi}|`` (Golub & Van
+    Loan, §10.1; Kaniel–Paige–Saad: the extreme pairs converge first).
+    """
     start = torch.randn(batch, k, 1, generator=generator, dtype=dtype, device=device)
     decomp = lanczos(matvec, start, steps)
     theta, Y, res = ritz_pairs(decomp)

@@ -36,7 +36,10 @@ class NonConvergenceError(RuntimeError):
 
 
 def is_reciprocal(fn: SpectralFunction) -> bool:
-    """``g' = 1/x`` (log det): ``g'(M) x`` solves ``M u = x``, so CG and its residual apply."""
+    """``g' = 1/x`` (log det): ``g'(M) x`` solves ``M u = x``, so CG and its residual apply.
+
+    ``d log det M = tr(M^{-1} dM)`` (Magnus & Neudecker, *Matrix Differential Calculus*).
+    """
     return fn.dg is torch.reciprocal
 
 

@@ -93,6 +93,9 @@ def lanczos_forms(
 ) -> QuadraticForms:
     """Lanczos quadrature for every column of ``X[B, k, c]``, stopping at ``tol``.
 
+    ``xᵀg(M)x ≈ ‖x‖² Σ_i S_{1i}² g(θ_i)`` and ``h(M)x ≈ ‖x‖ Q_m h(T_m) e_1`` (Golub &
+    Meurant 1994; Ubaru, Chen & Saad 2017).
+
     Args:
         matvec: ``V ↦ MV`` without a graph.
         X: vectors (probes and deflation vectors).

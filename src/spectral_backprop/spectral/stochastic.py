@@ -213,6 +213,10 @@ def stochastic_spectral_sum(
 ) -> Tensor | SpectralEstimate:
     """Stochastic ``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, with its gradient.
 
+    ``tr g(M) ≈ Σ_j ω_j x_jᵀ g(M) x_j`` and ``dS ≈ Σ_j ω_j d‖J w_j‖²`` with
+    ``w = g'(M)^{1/2} x`` (or ``(J u)·(J x)``, ``u = g'(M)x``); Ramesh & LeCun 2018,
+    arXiv 1806.00499, §3; see the module docstring.
+
     Args:
         G: generator ``z[B, k] -> x[B, ...]``.
         z: latents ``[B, k]``.
