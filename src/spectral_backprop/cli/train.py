@@ -98,10 +98,9 @@ def load_data(config):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from spectral_backprop.train import CheckpointError, train_gan
     from spectral_backprop.train.distributed import teardown_distributed
+    from spectral_backprop.train.modes import seeded_samples
     from spectral_backprop.train.plots import save_samples_png
 
     config = config_from_args(args)
@@ -113,10 +112,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         teardown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
-        g = torch.Generator().manual_seed(config.seed)
-        z = torch.randn(2500 if not data.is_image else 64, result.latent_dim, generator=g)
-        with torch.no_grad():
-            x = result.generator(z.to(next(result.generator.parameters()).device))
+        x = seeded_samples(result.generator, result.latent_dim,
+                           64 if data.is_image else 2500, config.seed)
         save_samples_png(x, Path(args.out) / "samples.png", data.modes,
                          f"{config.dataset}, step {result.step}")
         print(f"wrote {args.out}/samples.png, metrics.jsonl, checkpoint.pt")

@@ -68,15 +68,17 @@ def mode_coverage(samples: Tensor, modes: Tensor, std: float, num_std: float = 3
             "reverse_kl": kl}
 
 
+@torch.no_grad()
+def seeded_samples(G: torch.nn.Module, latent_dim: int, num_samples: int, seed: int) -> Tensor:
+    """``G(z)`` on the CPU for ``z ~ N(0, I)`` drawn from a generator seeded with ``seed``."""
+    z = torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return G(z.to(next(G.parameters()).device)).cpu()
+
+
 def evaluate_generator(G: torch.nn.Module, latent_dim: int, modes: Tensor, std: float,
                        seed: int = 0, num_samples: int = NUM_EVAL_SAMPLES) -> dict[str, float]:
     """:func:`mode_coverage` of ``num_samples`` samples drawn with a seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_samples, latent_dim, generator=g)
-    device = next(G.parameters()).device
-    with torch.no_grad():
-        x = G(z.to(device)).cpu()
-    return mode_coverage(x, modes, std)
+    return mode_coverage(seeded_samples(G, latent_dim, num_samples, seed), modes, std)
 
 
 def mean_se(values: list[float]) -> dict[str, float]:

@@ -53,14 +53,10 @@ def reverse_kl_terms(G: torch.nn.Module, z: torch.Tensor, log_p) -> torch.Tensor
     return implicit_log_prob(G, z) - log_p(G(z))
 
 
-def _device(G: torch.nn.Module) -> torch.device:
-    return next(G.parameters()).device
-
-
 @torch.no_grad()
 def _sample_terms(G, log_p, num_samples: int, seed: int, chunk: int = 10_000) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_samples, G.latent_dim, generator=g).to(_device(G))
+    z = torch.randn(num_samples, G.latent_dim, generator=g).to(next(G.parameters()).device)
     with torch.enable_grad():  # the exact log det builds its Jacobian with autograd tools
         parts = [reverse_kl_terms(G, zc, log_p).detach() for zc in z.split(chunk)]
     return torch.cat(parts).double()
@@ -106,11 +102,10 @@ def target_image(target: str, resolution: int = 200) -> torch.Tensor:
 def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: str = "",
                       num_samples: int = 200_000, resolution: int = 200, seed: int = 1) -> None:
     """Target density beside a histogram of the generator's samples, on ``[−box, box]²``."""
+    from spectral_backprop.train.modes import seeded_samples
     from spectral_backprop.train.plots import save_density_png
 
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        x = G(torch.randn(num_samples, G.latent_dim, generator=g).to(_device(G)))
+    x = seeded_samples(G, G.latent_dim, num_samples, seed)
     save_density_png([(f"target {target}", target_image(target, resolution)),
                       ("generator samples", sample_histogram(x, resolution))],
                      (-BOX, BOX, -BOX, BOX), path, title)
