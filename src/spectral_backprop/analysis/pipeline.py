@@ -159,9 +159,9 @@ def analyze_generator(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     ll_search = search.log_likelihood[-1]
     x_search = search.final_outputs
-    idx = torch.randperm(real.shape[0], generator=g)[: cfg.n_real]
+    x_real = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_real]]
     ll_real, inv = score_data(
-        G, real[idx], latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
+        G, x_real, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
         prior_weight=cfg.invert_prior_weight, residual_tol=cfg.residual_tol, generator=g,
         progress=cfg.progress,
     )
@@ -191,7 +191,7 @@ def analyze_generator(
     }
 
     # Aberrance: classifier and nearest training example.
-    sets = {"typical": x_typ, "search": x_search, "real": real[idx]}
+    sets = {"typical": x_typ, "search": x_search, "real": x_real}
     per_point: dict[str, np.ndarray] = {}
     if labels is not None and cfg.classifier_epochs > 0:
         say("training the aberrance classifier")
@@ -242,7 +242,7 @@ def analyze_generator(
                                reference={"typical (mean)": results["loglik_typical"],
                                           "real, inverted (mean)": results["loglik_real"]}).name)
     for name, x in (("typical", x_typ[:16]), ("search_final", x_search[:16]),
-                    ("real", real[idx][:16])):
+                    ("real", x_real[:16])):
         figures.append(save_image_grid(x[None], out / f"{name}.png", title=name).name)
 
     np.savez_compressed(
