@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..geometry import global_directions, infer_latent_dim, principal_directions
+from ..geometry import global_directions, infer_latent_dim, param_dtype, principal_directions
 from .baselines import ganspace_directions, random_directions, sefa_directions
 from .purity import factor_changes, factor_spread, purity_from_changes
 
@@ -67,7 +67,7 @@ def compare_directions(
     """
     G.eval()
     k = infer_latent_dim(G, latent_dim)
-    dtype = next(G.parameters()).dtype
+    dtype = param_dtype(G)
     g = torch.Generator().manual_seed(seed)
     spread = factor_spread(images)
     z = torch.randn(n_latents, k, generator=g, dtype=dtype)
