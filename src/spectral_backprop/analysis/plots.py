@@ -13,18 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._pyplot import pyplot as _pyplot
+
 __all__ = ["image_grid", "plot_search", "plot_spectra", "save_image_grid"]
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("figures need matplotlib: pip install 'spectral-backprop[data]'") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def image_grid(images: Tensor, pad: int = 1) -> np.ndarray:

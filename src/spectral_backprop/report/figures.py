@@ -12,21 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._pyplot import pyplot as _pyplot
 from .artifacts import Variant
 
 __all__ = ["class_coverage", "loglik_histograms", "spectra_overlay", "training_curves"]
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
 DPI = 110
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _png(fig) -> bytes:

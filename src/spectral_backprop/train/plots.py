@@ -12,14 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .._pyplot import pyplot as _pyplot
 
 
 def save_samples_png(x: Tensor, path: str | Path, modes: Tensor | None = None,
