@@ -87,6 +87,33 @@ def cholesky_logdet(M: Tensor, rank_tol: float | None = None) -> tuple[Tensor, T
     return 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1), W
 
 
+def check_singular_options(on_singular: str, jitter: float) -> None:
+    """Validate the singular-metric options shared by every method."""
+    if on_singular not in ("warn", "raise"):
+        raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
+    if jitter < 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter}")
+
+
+def report_singular(
+    singular: Tensor, smallest: Tensor, fn: SpectralFunction, on_singular: str, stacklevel: int
+) -> None:
+    """Warn (:class:`SingularMetricWarning`) or raise ``ValueError`` for singular samples.
+
+    ``smallest`` holds each sample's smallest eigenvalue (or Ritz value) estimate.
+    """
+    if not singular.any():
+        return
+    msg = (
+        f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
+        f"(smallest eigenvalue {smallest[singular].min().item():.3g}); {fn.name} is not "
+        "finite there. Pass jitter=... to regularise, or check that G is an immersion at z."
+    )
+    if on_singular == "raise":
+        raise ValueError(msg)
+    warnings.warn(msg, SingularMetricWarning, stacklevel=stacklevel)
+
+
 def singular_samples(lam: Tensor, rank_tol: float | None = None) -> Tensor:
     """Boolean mask of samples whose smallest eigenvalue is numerically zero.
 
@@ -125,10 +152,7 @@ def exact_spectral_sum(
             ``"raise"`` raises ``ValueError``.
         rank_tol: eigenvalues at or below it count as zero (default ``k·eps·λ_max``).
     """
-    if on_singular not in ("warn", "raise"):
-        raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
-    if jitter < 0:
-        raise ValueError(f"jitter must be >= 0, got {jitter}")
+    check_singular_options(on_singular, jitter)
     _, J = jacobian_and_output(G, z, chunk_size=chunk_size, column_fn=_columns_fn(G, z, chunk_size))
     M = gram(J, jitter)
     fast = cholesky_logdet(M, rank_tol) if fn is SPECTRAL_FUNCTIONS["logdet"] else None
@@ -150,16 +174,7 @@ def _eigh_value_and_weights(
     singular = torch.zeros(lam.shape[0], dtype=torch.bool, device=lam.device)
     if fn.needs_positive:
         singular = singular_samples(lam, rank_tol)
-        if singular.any():
-            idx = singular.nonzero().flatten().tolist()
-            msg = (
-                f"JᵀJ is numerically singular for samples {idx} (smallest eigenvalue "
-                f"{lam[singular, 0].min().item():.3g}); {fn.name} is not finite there. "
-                "Pass jitter=... to regularise, or check that G is an immersion at z."
-            )
-            if on_singular == "raise":
-                raise ValueError(msg)
-            warnings.warn(msg, SingularMetricWarning, stacklevel=4)
+        report_singular(singular, lam[:, 0], fn, on_singular, stacklevel=5)
         lam = torch.where(singular[:, None], lam.clamp_min(0), lam)
     value = fn.g(lam).sum(-1)
     # Singular samples are left out of the gradient: g' is infinite there.

@@ -47,7 +47,12 @@ from ..linalg.jacobian import Generator, check_latents, jacobian_columns, metric
 from ..linalg.probes import PROBE_KINDS, sample_probes
 from .chebyshev_hutchinson import chebyshev_forms
 from .deflation import SpectrumSketch, sketch_spectrum
-from .exact import SingularMetricWarning, exact_spectral_sum, singular_samples
+from .exact import (
+    check_singular_options,
+    exact_spectral_sum,
+    report_singular,
+    singular_samples,
+)
 from .functions import SpectralFunction
 from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms, is_reciprocal
 from .slq import lanczos_forms
@@ -118,10 +123,7 @@ def _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_
         raise ValueError(f"deflate must be an integer >= 0 or None, got {deflate!r}")
     if on_nonconvergence not in ("warn", "raise"):
         raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
-    if on_singular not in ("warn", "raise"):
-        raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
-    if jitter < 0:
-        raise ValueError(f"jitter must be >= 0, got {jitter}")
+    check_singular_options(on_singular, jitter)
 
 
 def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode: str,
@@ -157,13 +159,7 @@ def _singular_samples(sketch: SpectrumSketch, fn: SpectralFunction, mode: str) -
     top = torch.where(torch.isfinite(values), values, -torch.inf).amax(-1)
     lam = torch.stack([values[:, 0], top], -1)
     singular = singular_samples(lam, k * torch.finfo(values.dtype).eps * top.clamp_min(0))
-    if singular.any():
-        msg = (
-            f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
-            f"(smallest Ritz value {values[singular, 0].min().item():.3g}); "
-            f"{fn.name} is not finite there. Pass jitter=... to regularise."
-        )
-        _warn_or_raise(msg, mode, ValueError, SingularMetricWarning)
+    report_singular(singular, values[:, 0], fn, mode, stacklevel=5)
     return singular
 
 
