@@ -29,6 +29,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand of ``_SUBCOMMANDS`` registered."""
     parser = argparse.ArgumentParser(
         prog="spectral-backprop",
         description="Implicit likelihoods of generator networks by spectral backpropagation.",
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``spectral-backprop``; user errors print one line and return exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

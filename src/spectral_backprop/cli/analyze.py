@@ -39,6 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def writable_dir(path: Path) -> Path:
+    """Create ``path`` and check it can be written, or raise ``CLIError``."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_test"

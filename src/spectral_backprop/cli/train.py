@@ -89,6 +89,7 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None):
 
 
 def load_data(config):
+    """The configured data set, with user errors (bad name, missing path) as ``CLIError``."""
     from spectral_backprop.data import load_dataset
 
     try:

@@ -110,5 +110,6 @@ def setup_distributed(device: str = "auto") -> Distributed:
 
 
 def teardown_distributed() -> None:
+    """Destroy the process group if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -46,28 +46,36 @@ def _window(z: Tensor) -> Tensor:
 
 
 def log_u1(z: Tensor) -> Tensor:
+    """U1 of Rezende & Mohamed 2015 (arXiv 1505.05770, Table 1), as ``−U``.
+
+    A ring of radius 2 (std 0.4) with two bumps on the z₁ axis.
+    """
     r = z.norm(dim=1)
     bumps = torch.logaddexp(-0.5 * ((z[:, 0] - 2) / 0.6) ** 2, -0.5 * ((z[:, 0] + 2) / 0.6) ** 2)
     return -0.5 * ((r - 2) / 0.4) ** 2 + bumps
 
 
 def log_u2(z: Tensor) -> Tensor:
+    """U2 (Rezende & Mohamed 2015): ``−½((z₂ − w₁(z))/0.4)²``, windowed along z₁."""
     return -0.5 * ((z[:, 1] - _w1(z)) / 0.4) ** 2 + _window(z)
 
 
 def log_u3(z: Tensor) -> Tensor:
+    """U3 (Rezende & Mohamed 2015): two waves ``w₁`` and ``w₁ − w₂``, std 0.35, windowed."""
     a = -0.5 * ((z[:, 1] - _w1(z)) / 0.35) ** 2
     b = -0.5 * ((z[:, 1] - _w1(z) + _w2(z)) / 0.35) ** 2
     return torch.logaddexp(a, b) + _window(z)
 
 
 def log_u4(z: Tensor) -> Tensor:
+    """U4 (Rezende & Mohamed 2015): waves ``w₁`` (std 0.4) and ``w₁ − w₃`` (std 0.35), windowed."""
     a = -0.5 * ((z[:, 1] - _w1(z)) / 0.4) ** 2
     b = -0.5 * ((z[:, 1] - _w1(z) + _w3(z)) / 0.35) ** 2
     return torch.logaddexp(a, b) + _window(z)
 
 
 def log_ring(z: Tensor) -> Tensor:
+    """An annulus of radius 2: ``−½((‖z‖ − 2)/0.2)²``."""
     return -0.5 * ((z.norm(dim=1) - 2) / 0.2) ** 2
 
 
@@ -82,6 +90,7 @@ def _arc_distance(p: Tensor, centre: tuple[float, float], upper: bool) -> Tensor
 
 
 def log_moons(z: Tensor) -> Tensor:
+    """A Gaussian tube (std 0.1) around scikit-learn's two moons, scaled by 2."""
     p = z / 2 + z.new_tensor([0.5, 0.25])  # back to make_moons coordinates
     upper = _arc_distance(p, (0.0, 0.0), upper=True)
     lower = _arc_distance(p, (1.0, 0.5), upper=False)
