@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -132,6 +133,11 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, ring):
 def test_config_validation():
     with pytest.raises(ValueError, match="unknown GANConfig field"):
         GANConfig.from_dict({"lr": 1.0})
+    with pytest.raises(ValueError, match="entropy_schedule"):
+        GANConfig(entropy_schedule="exponential")
+    for start in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="entropy_decay_start"):
+            GANConfig(entropy_decay_start=start)
     with pytest.raises(ValueError, match="entropy_batch"):
         GANConfig(batch_size=8, entropy_weight=1.0, entropy_batch=16)
     with pytest.raises(ValueError, match="steps must be positive"):
@@ -148,3 +154,69 @@ def test_stochastic_entropy_is_deterministic_given_the_seed(tmp_path, ring):
                                                  b.generator.parameters(), strict=True))
     assert read_metrics(tmp_path / "a")[-1]["entropy"] == read_metrics(tmp_path / "b")[-1][
         "entropy"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_entropy_weight_schedule(schedule, start):
+    config = GANConfig(steps=1000, entropy_weight=0.4, entropy_schedule=schedule,
+                       entropy_decay_start=start)
+    betas = [gan_module.entropy_weight_at(step, config) for step in range(1000)]
+    # β is held until the decay starts, then never increases.
+    assert betas[: int(start * 1000) + 1] == [0.4] * (int(start * 1000) + 1)
+    assert all(b1 <= b0 for b0, b1 in zip(betas, betas[1:], strict=False))
+    if schedule == "constant":
+        assert set(betas) == {0.4}
+        return
+    # Analytic values: halfway through the decay, and one step before the end.
+    mid = int((start + (1 - start) / 2) * 1000)
+    assert betas[mid] == pytest.approx(0.2)
+    v_last = (0.999 - start) / (1 - start)
+    last = 1 - v_last if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * v_last))
+    assert betas[-1] == pytest.approx(0.4 * last)
+    assert betas[-1] < 0.4 * 0.01
+
+
+def test_decaying_entropy_weight_is_logged(tmp_path, ring):
+    config = tiny_config(entropy_weight=0.2, entropy_schedule="linear",
+                         entropy_decay_start=0.5, steps=40, log_every=10)
+    train_gan(config, tmp_path, dataset=ring)
+    records = read_metrics(tmp_path)
+    # The logged β is the one used in the last update before each record.
+    expected = [gan_module.entropy_weight_at(r["step"] - 1, config) for r in records]
+    assert [r["entropy_weight"] for r in records] == pytest.approx(expected)
+    assert records[0]["entropy_weight"] == 0.2 and records[-1]["entropy_weight"] < 0.02
+    assert all("entropy" in r for r in records)
+
+
+def test_old_checkpoints_without_new_fields_still_resume(tmp_path, ring):
+    # A run saved before a config field existed used that field's default.
+    config = tiny_config(steps=10, ckpt_every=10, log_every=10)
+    saved = config.to_dict()
+    del saved["g_activation"], saved["entropy_schedule"]
+    assert config.mismatches(saved) == []
+    assert tiny_config(g_activation="leaky_relu").mismatches(saved) == ["g_activation"]
+
+
+def test_relu_generator_is_rank_deficient_where_leaky_relu_is_not():
+    # Why the mode-coverage protocol uses a leaky-ReLU generator: with ReLU, a latent
+    # region where fewer than k units are active maps through a rank-deficient J, so
+    # log det JᵀJ = −inf and the entropy term has no gradient there.
+    from spectral_backprop import logdet_jtj
+    from spectral_backprop.models import build_gan
+
+    G_relu, _ = build_gan("mlp", (2,), 2, width=3, depth=1)
+    G_leaky, _ = build_gan("mlp", (2,), 2, width=3, depth=1, g_activation="leaky_relu")
+    assert isinstance(G_leaky.net[1], torch.nn.LeakyReLU)
+    with torch.no_grad():
+        for G in (G_relu, G_leaky):
+            # Hidden units z1, −z1 − 10, −z2 − 10: at z ≈ 0 only the first is active.
+            G.net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, -1.0]]))
+            G.net[0].bias.copy_(torch.tensor([0.0, -10.0, -10.0]))
+            G.net[2].weight.copy_(torch.eye(2, 3) + torch.tensor([[0.0, 0.0, 1.0]] * 2))
+    z = torch.tensor([[0.5, 0.3], [1.0, -0.2]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="singular"):
+        assert torch.isneginf(logdet_jtj(G_relu.double(), z)).all()
+    assert torch.isfinite(logdet_jtj(G_leaky.double(), z)).all()
+    with pytest.raises(ValueError, match="mlp generator only"):
+        build_gan("dcgan", (1, 28, 28), 2, g_activation="leaky_relu")

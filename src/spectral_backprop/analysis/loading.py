@@ -48,7 +48,8 @@ def load_gan_generator(path: str | Path):
     config = GANConfig.from_dict(payload["config"])
     data = load_dataset(config.dataset, **config.data_options)
     k = config.latent_dim or default_latent_dim(data)
-    G, _ = build_gan(config.arch, data.shape, k, config.width, config.depth)
+    G, _ = build_gan(config.arch, data.shape, k, config.width, config.depth,
+                     config.g_activation)
     try:
         G.load_state_dict(payload["modules"]["G"])
     except (KeyError, RuntimeError) as err:

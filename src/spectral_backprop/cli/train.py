@@ -29,8 +29,9 @@ def parse_key_values(items: list[str] | None, what: str) -> dict:
 
 # GANConfig fields set by a flag of the same name (argparse dest == field name).
 _FIELDS = (
-    "dataset", "arch", "latent_dim", "width", "depth", "steps", "batch_size", "d_steps",
-    "lr_g", "lr_d", "lr_schedule", "entropy_weight", "entropy_batch", "entropy_method",
+    "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
+    "d_steps", "lr_g", "lr_d", "lr_schedule", "entropy_weight", "entropy_schedule",
+    "entropy_decay_start", "entropy_batch", "entropy_method",
     "entropy_dtype", "seed", "log_every", "ckpt_every", "device",
 )
 
@@ -42,12 +43,19 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-dim", type=int, help="k (default 2 for points, 32 for images)")
     g.add_argument("--width", type=int, help="hidden width / base channels")
     g.add_argument("--depth", type=int, help="hidden layers (MLP)")
+    g.add_argument("--g-activation", choices=["relu", "leaky_relu", "silu", "elu", "tanh",
+                                              "softplus"],
+                   help="hidden activation of the MLP generator (default relu)")
     g.add_argument("--steps", type=int, help="generator updates (default 2000)")
     g.add_argument("--batch-size", type=int, help="global batch (default 128)")
     g.add_argument("--d-steps", type=int, help="discriminator updates per step (default 1)")
     g.add_argument("--lr-g", type=float, help="generator Adam learning rate (default 2e-4)")
     g.add_argument("--lr-d", type=float, help="discriminator Adam learning rate (default 2e-4)")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    g.add_argument("--entropy-schedule", choices=["constant", "linear", "cosine"],
+                   help="decay of beta to 0 at the end of training (default constant)")
+    g.add_argument("--entropy-decay-start", type=float, metavar="FRACTION",
+                   help="fraction of the steps after which beta decays (default 0)")
     g.add_argument("--entropy-batch", type=int, help="latents per entropy estimate (default 32)")
     g.add_argument("--entropy-method", help="exact (default) or a stochastic estimator")
     g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",

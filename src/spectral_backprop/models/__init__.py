@@ -22,7 +22,8 @@ ARCHITECTURES = ("auto", "mlp", "dcgan")
 
 
 def build_gan(arch: str, data_shape: Sequence[int], latent_dim: int, width: int | None = None,
-              depth: int | None = None) -> tuple[nn.Module, nn.Module]:
+              depth: int | None = None, g_activation: str | None = None
+              ) -> tuple[nn.Module, nn.Module]:
     """A ``(generator, discriminator)`` pair for samples of shape ``data_shape``.
 
     Args:
@@ -33,6 +34,11 @@ def build_gan(arch: str, data_shape: Sequence[int], latent_dim: int, width: int 
             (DCGAN; default 64).
         depth: number of hidden layers (MLP only; default 4 for G, 3 for D, the
             PacGAN 2-D setting).
+        g_activation: hidden activation of the MLP generator (default ``relu``). A ReLU
+            generator can be exactly rank-deficient on whole regions of latent space
+            (where dead units leave fewer than k independent paths), so its log det is
+            −∞ there and an entropy term has no gradient to act with; ``leaky_relu``
+            keeps every Jacobian full rank.
     """
     data_shape = tuple(data_shape)
     is_image = len(data_shape) == 3
@@ -41,9 +47,12 @@ def build_gan(arch: str, data_shape: Sequence[int], latent_dim: int, width: int 
     if arch == "mlp":
         g_hidden = [width or 400] * (depth or 4)
         d_hidden = [width or 200] * (depth or 3)
-        return (MLPGenerator(latent_dim, data_shape, g_hidden, tanh_output=is_image),
+        return (MLPGenerator(latent_dim, data_shape, g_hidden, act=g_activation or "relu",
+                             tanh_output=is_image),
                 MLPDiscriminator(data_shape, d_hidden))
     if arch == "dcgan":
+        if g_activation is not None:
+            raise ValueError("g_activation applies to the mlp generator only")
         if not is_image or data_shape[1] != data_shape[2]:
             raise ValueError(f"dcgan needs square images [C, S, S], got sample shape {data_shape}")
         c, s = data_shape[0], data_shape[1]

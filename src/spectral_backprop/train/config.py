@@ -48,10 +48,16 @@ class _Config:
         return self.RESUMABLE
 
     def mismatches(self, saved: dict[str, Any]) -> list[str]:
-        """Fields (outside :meth:`resumable`) whose value differs from a saved config."""
+        """Fields (outside :meth:`resumable`) whose value differs from a saved config.
+
+        A field missing from ``saved`` (a run from before the field existed) counts as
+        its default, which is what that run used.
+        """
         current = self.to_dict()
+        defaults = type(self)().to_dict()
         keys = (set(current) | set(saved)) - self.resumable()
-        return sorted(k for k in keys if current.get(k, "<missing>") != saved.get(k, "<missing>"))
+        return sorted(k for k in keys
+                      if current.get(k, "<missing>") != saved.get(k, defaults.get(k, "<missing>")))
 
     def _check_positive(self, *names: str) -> None:
         for name in names:
@@ -69,6 +75,7 @@ class GANConfig(_Config):
         arch: ``auto``, ``mlp`` or ``dcgan`` (:func:`~spectral_backprop.models.build_gan`).
         latent_dim: k; ``None`` picks 2 for 2-D points and 32 for images.
         width, depth: network size (``None``: the architecture's default).
+        g_activation: hidden activation of an MLP generator (``None``: ``relu``).
         steps: generator updates.
         batch_size: global batch (split over processes in data-parallel runs).
         d_steps: discriminator updates per generator update.
@@ -76,6 +83,12 @@ class GANConfig(_Config):
         lr_schedule: ``constant`` or ``cosine`` (decay of both learning rates to 0 over
             ``steps``; sharpens the modes at the end of training).
         entropy_weight: β; 0 trains a plain GAN.
+        entropy_schedule: ``constant``, ``linear`` or ``cosine``: how β decays to 0
+            between the fraction ``entropy_decay_start`` of training and its end
+            (:func:`~spectral_backprop.train.gan.entropy_weight_at`). A large β early
+            spreads mass over every mode; decaying it lets the modes sharpen, since the
+            optimum of the regularised loss is a tempered, broadened p_data.
+        entropy_decay_start: fraction of ``steps`` at which the decay begins.
         entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
             since the log det costs k Jacobian-vector products per sample).
         entropy_method: ``exact`` or a stochastic estimator of the core library.
@@ -94,6 +107,7 @@ class GANConfig(_Config):
     latent_dim: int | None = None
     width: int | None = None
     depth: int | None = None
+    g_activation: str | None = None
     steps: int = 2000
     batch_size: int = 128
     d_steps: int = 1
@@ -102,6 +116,8 @@ class GANConfig(_Config):
     adam_betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: str = "constant"
     entropy_weight: float = 0.0
+    entropy_schedule: str = "constant"
+    entropy_decay_start: float = 0.0
     entropy_batch: int = 32
     entropy_method: str = "exact"
     entropy_options: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +129,8 @@ class GANConfig(_Config):
     progress: bool = True
 
     def resumable(self) -> frozenset[str]:
-        return self.RESUMABLE - {"steps"} if self.lr_schedule == "cosine" else self.RESUMABLE
+        decaying = self.lr_schedule == "cosine" or self.entropy_schedule != "constant"
+        return self.RESUMABLE - {"steps"} if decaying else self.RESUMABLE
 
     def __post_init__(self):
         self.adam_betas = tuple(self.adam_betas)
@@ -121,6 +138,12 @@ class GANConfig(_Config):
                              "ckpt_every")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if self.entropy_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError("entropy_schedule must be constant, linear or cosine, "
+                             f"got {self.entropy_schedule!r}")
+        if not 0.0 <= self.entropy_decay_start < 1.0:
+            raise ValueError(
+                f"entropy_decay_start must be in [0, 1), got {self.entropy_decay_start}")
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")

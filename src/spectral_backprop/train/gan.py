@@ -14,6 +14,7 @@ region of latent space onto a point has ``log det JᵀJ → −∞`` there.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,30 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
                    **options).value.float()
 
 
+def entropy_weight_at(step: int, config: GANConfig) -> float:
+    """β at generator update ``step`` (0-based) of ``config.steps``.
+
+    With ``u = step / steps`` and ``s = entropy_decay_start``, β is constant for
+    ``u ≤ s`` and then decays to 0 at the end of training::
+
+        linear:  β·(1 − v)            cosine:  β·½(1 + cos πv),   v = (u − s)/(1 − s)
+
+    Why decay: the generator's optimum under ``KL(p_G‖p_data) − β′H[p_G]`` is the
+    tempered ``p_data^{1/(1+β′)}``, broader than the data. A large β early keeps mass on
+    every mode while the generator is still moving; letting it go to 0 recovers sharp
+    modes at the end.
+    """
+    beta = config.entropy_weight
+    u = step / config.steps
+    s = config.entropy_decay_start
+    if config.entropy_schedule == "constant" or u <= s:
+        return beta
+    v = (u - s) / (1.0 - s)
+    if config.entropy_schedule == "linear":
+        return beta * (1.0 - v)
+    return beta * 0.5 * (1.0 + math.cos(math.pi * v))
+
+
 def make_schedule(opt: torch.optim.Optimizer, config: GANConfig):
     """The learning-rate schedule of ``config.lr_schedule`` (stepped once per G update)."""
     if config.lr_schedule == "cosine":
@@ -110,7 +135,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     k = config.latent_dim or default_latent_dim(data)
 
     torch.manual_seed(config.seed)
-    G, D = build_gan(config.arch, data.shape, k, config.width, config.depth)
+    G, D = build_gan(config.arch, data.shape, k, config.width, config.depth,
+                     config.g_activation)
     G, D = G.to(dd.device), D.to(dd.device)
     dd.broadcast_parameters(G)
     dd.broadcast_parameters(D)
@@ -160,10 +186,11 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
         g_adv = F.softplus(-D(G(z))).mean()
         loss = g_adv
         ent = None
-        if config.entropy_weight > 0:
+        beta = entropy_weight_at(step, config)
+        if beta > 0:
             z_h = dd.shard(torch.randn(config.entropy_batch, k, generator=rng)).to(dd.device)
             ent = generator_entropy(G, z_h, config, rng)
-            loss = g_adv - config.entropy_weight * ent
+            loss = g_adv - beta * ent
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         dd.average_gradients(G.parameters())
@@ -176,6 +203,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
             values = {"d_loss": d_loss.item(), "g_loss": g_adv.item()}
             if ent is not None:
                 values["entropy"] = ent.item()
+            if config.entropy_schedule != "constant":
+                values["entropy_weight"] = beta
             metrics = {"step": done, **dd.mean(values),
                        "time": round(time.perf_counter() - t0, 3)}
             log.write(metrics)
