@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from spectral_backprop.models.coupling import AffineCoupling, CouplingGenerator
+from spectral_backprop.models.coupling import AffineCoupling, CouplingGenerator, SplineCoupling
 from spectral_backprop.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from spectral_backprop.models.mlp import MLPDiscriminator, MLPGenerator, activation, mlp
 
@@ -69,6 +69,7 @@ __all__ = [
     "DCGANGenerator",
     "MLPDiscriminator",
     "MLPGenerator",
+    "SplineCoupling",
     "activation",
     "build_gan",
     "mlp",
