@@ -4,6 +4,14 @@ normalising flows trained in the same budget (steps, batch, learning-rate schedu
 Benchmark only: needs ``pip install zuko`` (the ``bench`` extra). Usage::
 
     python experiments/fit_density_vs_zuko.py --out runs/fit_density --steps 1500 --analytic
+    python experiments/fit_density_vs_zuko.py --out runs/fit_density --targets U4 \
+        --transform spline --layers 8 --flows
+    python experiments/fit_density_vs_zuko.py --out runs/fit_density --targets U4 \
+        --anneal-steps 500 --flows NSF NSF-large RealNVP
+
+``--anneal-steps T`` tempers the target, ``β_t log p̃`` with ``β_t = min(1, β_0 + t/T)``
+(Rezende & Mohamed 2015), for ours, the analytic control *and* the zuko flows of that
+invocation, so that the comparison stays fair; their rows are named ``... anneal T``.
 
 Writes ``OUT/<target>/row.json`` per target (so that targets can run in separate
 processes), ``OUT/results.json`` and ``OUT/table.md`` over all finished targets, and
@@ -23,6 +31,7 @@ from spectral_backprop.train import ReverseKLConfig, get_target, train_reverse_k
 from spectral_backprop.train.plots import save_density_png
 from spectral_backprop.train.reverse_kl import (
     BOX,
+    anneal_weight,
     reverse_kl_figures,
     sample_histogram,
     target_image,
@@ -44,16 +53,17 @@ def zuko_flow(kind: str):
 
 
 def train_zuko(kind: str, target: str, config: ReverseKLConfig) -> tuple[dict, torch.Tensor]:
-    """Same optimiser, schedule, batch and step count as ``train_reverse_kl``."""
+    """Same optimiser, schedule, batch, step count and annealing as ``train_reverse_kl``."""
     torch.manual_seed(config.seed)
     flow = zuko_flow(kind)
     log_p = get_target(target)
     opt = torch.optim.Adam(flow.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     t0 = time.perf_counter()
-    for _ in range(config.steps):
+    for step in range(config.steps):
+        beta = anneal_weight(step, config.anneal_steps, config.anneal_start)
         x, log_q = flow().rsample_and_log_prob((config.batch_size,))
-        loss = (log_q - log_p(x)).mean()
+        loss = (log_q - beta * log_p(x)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -78,20 +88,19 @@ def train_analytic(target: str, config: ReverseKLConfig) -> tuple[dict, torch.Te
     any gap to zuko is the network's, not spectral backpropagation's.
     """
     from spectral_backprop.density import StandardNormal
-    from spectral_backprop.models import CouplingGenerator
-    from spectral_backprop.train.reverse_kl import evaluate_reverse_kl
+    from spectral_backprop.train.reverse_kl import build_generator, evaluate_reverse_kl
 
     torch.manual_seed(config.seed)
-    G = CouplingGenerator(2, config.num_layers, config.hidden, config.depth,
-                          mixing=config.mixing)
+    G = build_generator(config)
     log_p, prior = get_target(target), StandardNormal()
     opt = torch.optim.Adam(G.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     rng = torch.Generator().manual_seed(config.seed + 1)
     t0 = time.perf_counter()
-    for _ in range(config.steps):
+    for step in range(config.steps):
+        beta = anneal_weight(step, config.anneal_steps, config.anneal_start)
         z = torch.randn(config.batch_size, 2, generator=rng)
-        loss = (prior.log_prob(z) - G.log_abs_det(z) - log_p(G(z))).mean()
+        loss = (prior.log_prob(z) - G.log_abs_det(z) - beta * log_p(G(z))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -115,6 +124,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=16, help="our coupling layers")
     parser.add_argument("--hidden", type=int, default=128, help="our conditioner width")
     parser.add_argument("--mixing", default="rotation", choices=["swap", "rotation"])
+    parser.add_argument("--transform", default="affine", choices=["affine", "spline"],
+                        help="our coupling transform")
+    parser.add_argument("--bins", type=int, default=8, help="spline bins")
+    parser.add_argument("--bound", type=float, default=5.0, help="spline interval [-B, B]")
+    parser.add_argument("--anneal-steps", type=int, default=0,
+                        help="temper the target over T steps, for every model (0: off)")
+    parser.add_argument("--anneal-start", type=float, default=0.01)
     parser.add_argument("--analytic", action="store_true",
                         help="also train our architecture with its analytic log det (control)")
     parser.add_argument("--threads", type=int, default=1)
@@ -124,11 +140,18 @@ def main() -> None:
     for target in args.targets:
         config = ReverseKLConfig(target=target, steps=args.steps, batch_size=args.batch_size,
                                  lr=args.lr, num_layers=args.layers, hidden=args.hidden,
-                                 mixing=args.mixing,
+                                 mixing=args.mixing, transform=args.transform,
+                                 bins=args.bins, bound=args.bound,
+                                 anneal_steps=args.anneal_steps,
+                                 anneal_start=args.anneal_start,
                                  progress=False, ckpt_every=args.steps)
+        suffix = f" anneal {args.anneal_steps}" if args.anneal_steps else ""
         row_path = args.out / target / "row.json"
         row = json.loads(row_path.read_text()) if row_path.exists() else {}
         name = f"ours {args.layers}x{args.hidden} {args.mixing}"
+        if args.transform == "spline":
+            name += f" spline K={args.bins} B={args.bound:g}"
+        name += suffix
         run_dir = args.out / target / name.replace(" ", "_")
         t0 = time.perf_counter()
         result = train_reverse_kl(config, run_dir, resume=True)
@@ -148,8 +171,9 @@ def main() -> None:
             print(target, "analytic", json.dumps(figures), flush=True)
         for kind in args.flows:
             figures, x = train_zuko(kind, target, config)
-            row[f"zuko {kind}"] = figures
-            panels.append((f"zuko {kind}: KL {figures['reverse_kl']:.3f}", sample_histogram(x)))
+            row[f"zuko {kind}{suffix}"] = figures
+            panels.append((f"zuko {kind}{suffix}: KL {figures['reverse_kl']:.3f}",
+                           sample_histogram(x)))
             print(target, kind, json.dumps(figures), flush=True)
         print(target, name, json.dumps(ours), flush=True)
         save_density_png(panels, (-BOX, BOX, -BOX, BOX), args.out / f"{target}_{name}.png".replace(

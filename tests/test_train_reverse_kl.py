@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from spectral_backprop.models import CouplingGenerator
+from spectral_backprop.models import CouplingGenerator, SplineCoupling
 from spectral_backprop.train import (
     TARGETS,
     ReverseKLConfig,
@@ -18,6 +18,7 @@ from spectral_backprop.train import (
     train_reverse_kl,
 )
 from spectral_backprop.train import targets as targets_module
+from spectral_backprop.train.reverse_kl import anneal_weight
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,3 +69,43 @@ def test_short_reverse_kl_run_improves(tmp_path):
 def test_unknown_target():
     with pytest.raises(ValueError, match="unknown target 'U9'; choose from U1"):
         targets_module.get_target("U9")
+
+
+def test_anneal_weight_follows_rezende_mohamed_schedule():
+    # β_t = min(1, β_0 + t/T): β_0 at the start, linear, then held at 1.
+    start, steps = 0.01, 200
+    betas = [anneal_weight(t, steps, start) for t in range(2 * steps)]
+    assert betas[0] == start
+    assert betas[steps // 2] == pytest.approx(start + 0.5)
+    ramp = torch.tensor(betas[: int((1 - start) * steps)], dtype=torch.float64)
+    torch.testing.assert_close(ramp.diff(), torch.full_like(ramp[1:], 1 / steps),
+                               rtol=0, atol=1e-12)
+    assert max(betas) == 1.0 and betas[-1] == 1.0
+    assert all(anneal_weight(t, 0) == 1.0 for t in (0, 5, 10_000))  # T = 0: off
+
+
+def test_reverse_kl_config_checks_new_fields():
+    with pytest.raises(ValueError, match="transform must be"):
+        ReverseKLConfig(transform="cubic")
+    with pytest.raises(ValueError, match="anneal_steps must be"):
+        ReverseKLConfig(anneal_steps=-1)
+    with pytest.raises(ValueError, match="anneal_start must be"):
+        ReverseKLConfig(anneal_start=0.0)
+    with pytest.raises(ValueError, match="bins must be positive"):
+        ReverseKLConfig(bins=0)
+
+
+def test_short_annealed_spline_run_improves_and_logs_beta(tmp_path):
+    config = ReverseKLConfig(target="U1", num_layers=2, hidden=32, transform="spline", bins=6,
+                             bound=4.0, steps=60, batch_size=128, lr=3e-3, anneal_steps=40,
+                             anneal_start=0.1, eval_samples=4000, log_every=20,
+                             ckpt_every=60, progress=False)
+    torch.manual_seed(config.seed)
+    untrained = CouplingGenerator(2, config.num_layers, config.hidden, config.depth,
+                                  transform="spline", bins=6, bound=4.0)
+    before = evaluate_reverse_kl(untrained, "U1", 4000)["reverse_kl"]
+    result = train_reverse_kl(config, tmp_path)
+    assert result.metrics["reverse_kl"] < before - 0.3
+    assert isinstance(result.generator.layers[0], SplineCoupling)
+    logged = [r["beta"] for r in read_metrics(tmp_path)]
+    assert logged == [anneal_weight(t - 1, 40, 0.1) for t in (20, 40, 60)]

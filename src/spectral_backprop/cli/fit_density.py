@@ -8,8 +8,9 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError
 
-_FIELDS = ("target", "num_layers", "hidden", "depth", "mixing", "steps", "batch_size", "lr",
-           "eval_samples", "seed", "log_every", "ckpt_every", "device")
+_FIELDS = ("target", "num_layers", "hidden", "depth", "mixing", "transform", "bins", "bound",
+           "steps", "batch_size", "lr", "anneal_steps", "anneal_start", "eval_samples", "seed",
+           "log_every", "ckpt_every", "device")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +33,8 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "fit-density", help="fit a generator to an unnormalised 2-D density (reverse KL)",
-        description="Train an invertible coupling generator (k = n = 2) by reverse KL to "
+        description="Train an invertible coupling generator (k = n = 2; affine or spline "
+                    "couplings) by reverse KL to "
                     "exp(-U), its log det from spectral backprop. Reports the reverse KL "
                     "(log Z by quadrature), the effective sample size, and a density plot.",
     )
@@ -42,9 +44,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--depth", type=int, help="conditioner hidden layers (default 2)")
     p.add_argument("--mixing", choices=["swap", "rotation"],
                    help="between coupling layers: random rotation (default) or swap halves")
+    p.add_argument("--transform", choices=["affine", "spline"],
+                   help="coupling transform: affine (default) or rational-quadratic spline")
+    p.add_argument("--bins", type=int, help="spline bins (default 8)")
+    p.add_argument("--bound", type=float,
+                   help="spline interval [-B, B], identity outside (default 5)")
     p.add_argument("--steps", type=int, help="Adam steps (default 3000)")
     p.add_argument("--batch-size", type=int, help="latents per step (default 256)")
     p.add_argument("--lr", type=float, help="initial learning rate, cosine decay (default 1e-3)")
+    p.add_argument("--anneal-steps", type=int,
+                   help="temper the target: beta_t = min(1, start + t/T) (default 0: off)")
+    p.add_argument("--anneal-start", type=float, help="beta_0 of the annealing (default 0.01)")
     p.add_argument("--eval-samples", type=int, help="samples for KL and ESS (default 100000)")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int)

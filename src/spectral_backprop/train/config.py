@@ -164,9 +164,13 @@ class ReverseKLConfig(_Config):
 
     Attributes:
         target: a name of :data:`~spectral_backprop.train.targets.TARGETS`.
-        num_layers, hidden, depth, mixing: the
-            :class:`~spectral_backprop.models.CouplingGenerator`.
+        num_layers, hidden, depth, mixing, transform, bins, bound: the
+            :class:`~spectral_backprop.models.CouplingGenerator` (``transform`` is
+            ``affine`` or ``spline``; ``bins`` and ``bound`` are the spline's).
         steps, batch_size, lr: optimisation (Adam, cosine-decayed learning rate).
+        anneal_steps, anneal_start: tempering of the target (Rezende & Mohamed 2015,
+            arXiv 1505.05770, Section 6.1): at step t the loss uses ``β_t log p̃`` with
+            ``β_t = min(1, anneal_start + t / anneal_steps)``; 0 steps: no annealing.
         eval_samples: samples for the final reverse KL and effective sample size.
         seed, log_every, ckpt_every, device, progress: as in :class:`GANConfig`.
     """
@@ -176,9 +180,14 @@ class ReverseKLConfig(_Config):
     hidden: int = 128
     depth: int = 2
     mixing: str = "rotation"
+    transform: str = "affine"
+    bins: int = 8
+    bound: float = 5.0
     steps: int = 3000
     batch_size: int = 256
     lr: float = 1e-3
+    anneal_steps: int = 0
+    anneal_start: float = 0.01
     eval_samples: int = 100_000
     seed: int = 0
     log_every: int = 50
@@ -191,4 +200,10 @@ class ReverseKLConfig(_Config):
 
     def __post_init__(self):
         self._check_positive("num_layers", "hidden", "depth", "steps", "batch_size", "lr",
-                             "eval_samples", "log_every", "ckpt_every")
+                             "eval_samples", "log_every", "ckpt_every", "bins", "bound")
+        if self.transform not in ("affine", "spline"):
+            raise ValueError(f"transform must be 'affine' or 'spline', got {self.transform!r}")
+        if self.anneal_steps < 0:
+            raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
+        if not 0 < self.anneal_start <= 1:
+            raise ValueError(f"anneal_start must be in (0, 1], got {self.anneal_start}")

@@ -12,6 +12,16 @@ of Rezende & Mohamed 2015, arXiv 1505.05770). The generator is a
 nothing here uses its analytic log det: the library computes ``log det JᵀJ`` exactly
 from forward-mode Jacobians, as it would for any generator.
 
+**Annealing** (optional, ``ReverseKLConfig.anneal_steps > 0``). Reverse KL is
+mode-seeking: a generator that starts narrow may never find a far mode. Rezende & Mohamed
+(2015, Section 6.1) train on the tempered target ``p̃^β_t`` with
+
+    β_t = min(1, β_0 + t / T)   (they used β_0 = 0.01, T = 10,000),
+
+whose flatter early landscape lets the samples spread over every mode first. The loss
+at step t is ``E_z[log p_Z(z) − ½ log det JᵀJ − β_t log p̃(G(z))]``; the reported
+figures are always against the untempered target.
+
 Reported after training, on ``eval_samples`` fresh samples:
 
 * ``reverse_kl``: the expectation above with ``log Z`` by quadrature, ± standard error;
@@ -46,11 +56,27 @@ class ReverseKLResult:
     out_dir: Path
 
 
-def reverse_kl_terms(G: torch.nn.Module, z: torch.Tensor, log_p) -> torch.Tensor:
-    """Per-sample ``log q(G(z)) − log p̃(G(z))`` (differentiable)."""
+def reverse_kl_terms(G: torch.nn.Module, z: torch.Tensor, log_p,
+                     beta: float = 1.0) -> torch.Tensor:
+    """Per-sample ``log q(G(z)) − β log p̃(G(z))`` (differentiable)."""
     from spectral_backprop import implicit_log_prob
 
-    return implicit_log_prob(G, z) - log_p(G(z))
+    return implicit_log_prob(G, z) - beta * log_p(G(z))
+
+
+def anneal_weight(step: int, anneal_steps: int, anneal_start: float = 0.01) -> float:
+    """The inverse temperature ``β_t = min(1, β_0 + t / T)`` at (0-based) step ``t``.
+
+    Rezende & Mohamed 2015 (arXiv 1505.05770, Section 6.1). ``T = 0`` disables
+    annealing (β = 1 throughout).
+
+    Example:
+        >>> [anneal_weight(t, 100, 0.01) for t in (0, 49, 99, 500)]
+        [0.01, 0.5, 1.0, 1.0]
+    """
+    if anneal_steps <= 0:
+        return 1.0
+    return min(1.0, anneal_start + step / anneal_steps)
 
 
 @torch.no_grad()
@@ -111,6 +137,13 @@ def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: 
                      (-BOX, BOX, -BOX, BOX), path, title)
 
 
+def build_generator(config: ReverseKLConfig) -> CouplingGenerator:
+    """The untrained :class:`~spectral_backprop.models.CouplingGenerator` of a config."""
+    return CouplingGenerator(2, config.num_layers, config.hidden, config.depth,
+                             mixing=config.mixing, transform=config.transform,
+                             bins=config.bins, bound=config.bound)
+
+
 def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
                      resume: bool = False) -> ReverseKLResult:
     """Fit a coupling generator to ``config.target``; write metrics, checkpoint, plot.
@@ -123,8 +156,7 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
     log_p = get_target(config.target)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
-    G = CouplingGenerator(2, config.num_layers, config.hidden, config.depth,
-                          mixing=config.mixing).to(device)
+    G = build_generator(config).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     rng = torch.Generator().manual_seed(config.seed + 1)
@@ -143,14 +175,15 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
                disable=not config.progress, desc=f"fit {config.target}", dynamic_ncols=True)
     for step in bar:
         z = torch.randn(config.batch_size, 2, generator=rng).to(device)
-        loss = reverse_kl_terms(G, z, log_p).mean()
+        beta = anneal_weight(step, config.anneal_steps, config.anneal_start)
+        loss = reverse_kl_terms(G, z, log_p, beta).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
-            log.write({"step": done, "loss": loss.item(),
+            log.write({"step": done, "loss": loss.item(), "beta": beta,
                        "time": round(time.perf_counter() - t0, 3)})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % config.ckpt_every == 0 or done == config.steps:
