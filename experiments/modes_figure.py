@@ -12,9 +12,7 @@ from pathlib import Path
 
 import torch
 
-from spectral_backprop.data import load_dataset
-from spectral_backprop.models import build_gan
-from spectral_backprop.train import GANConfig
+from spectral_backprop.analysis.loading import load_gan_generator
 from spectral_backprop.train.modes import NUM_EVAL_SAMPLES
 from spectral_backprop.train.plots import save_samples_png
 
@@ -28,19 +26,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for variant in ("gan", "entropy"):
         run = args.folder / variant / f"seed{args.seed}"
-        config = GANConfig.from_dict(json.loads((run / "config.json").read_text()))
-        data = load_dataset(config.dataset, num_samples=10)  # only the mode centres
-        torch.manual_seed(0)
-        G, _ = build_gan(config.arch, data.shape, config.latent_dim or 2, config.width,
-                         config.depth)
-        G.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["modules"]["G"])
+        G, config, data = load_gan_generator(run)
         figures = json.loads((run / "eval.json").read_text())
         # The same latents as the evaluation (seed 10,000 + run seed).
         z = torch.randn(NUM_EVAL_SAMPLES, 2,
                         generator=torch.Generator().manual_seed(10_000 + args.seed))
         with torch.no_grad():
             x = G(z)
-        title = (f"{config.dataset}, {variant} (β = {config.entropy_weight}), "
+        beta = f"β = {config.entropy_weight}" + (
+            f", {config.entropy_schedule} decay" if config.entropy_schedule != "constant" else "")
+        title = (f"{config.dataset}, {variant} ({beta}), "
                  f"{config.steps} steps, seed {args.seed}: "
                  f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")
         save_samples_png(x, args.out / f"training_{args.folder.name}_{variant}.png", data.modes,
