@@ -220,3 +220,33 @@ def test_relu_generator_is_rank_deficient_where_leaky_relu_is_not():
     assert torch.isfinite(logdet_jtj(G_leaky.double(), z)).all()
     with pytest.raises(ValueError, match="mlp generator only"):
         build_gan("dcgan", (1, 28, 28), 2, g_activation="leaky_relu")
+
+
+def test_r1_penalty_matches_the_analytic_input_gradient():
+    # D(x) = wᵀx + ½ xᵀAx has ∇ₓD = w + A x (A symmetric).
+    torch.manual_seed(0)
+    w = torch.randn(3, dtype=torch.float64)
+    A = torch.randn(3, 3, dtype=torch.float64)
+    A = A + A.T
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    d = x @ w + 0.5 * ((x @ A) * x).sum(1)
+    expected = (w + x.detach() @ A).pow(2).sum(1).mean()
+    penalty = gan_module.r1_penalty(d, x)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-12)
+    # Differentiable in D's parameters (here w): ∂/∂w mean‖w + Ax‖² = 2·mean(w + Ax).
+    w.requires_grad_(True)
+    d = x @ w + 0.5 * ((x @ A) * x).sum(1)
+    (g,) = torch.autograd.grad(gan_module.r1_penalty(d, x), w)
+    assert torch.allclose(g, 2 * (w + x.detach() @ A).mean(0).detach())
+
+
+def test_r1_penalty_smooths_the_discriminator(tmp_path, ring):
+    with pytest.raises(ValueError, match="r1_weight"):
+        tiny_config(r1_weight=-1.0)
+    real = ring.x[:500].clone().requires_grad_(True)
+    sq_grad = {}
+    for gamma in (0.0, 10.0):
+        D = train_gan(tiny_config(r1_weight=gamma, steps=40), tmp_path / str(gamma),
+                      dataset=ring).discriminator
+        sq_grad[gamma] = gan_module.r1_penalty(D(real), real).item()
+    assert sq_grad[10.0] < 0.5 * sq_grad[0.0]

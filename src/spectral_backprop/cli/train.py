@@ -30,7 +30,7 @@ def parse_key_values(items: list[str] | None, what: str) -> dict:
 # GANConfig fields set by a flag of the same name (argparse dest == field name).
 _FIELDS = (
     "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
-    "d_steps", "lr_g", "lr_d", "lr_schedule", "entropy_weight", "entropy_schedule",
+    "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "entropy_schedule",
     "entropy_decay_start", "entropy_batch", "entropy_method",
     "entropy_dtype", "seed", "log_every", "ckpt_every", "device",
 )
@@ -52,6 +52,8 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-g", type=float, help="generator Adam learning rate (default 2e-4)")
     g.add_argument("--lr-d", type=float, help="discriminator Adam learning rate (default 2e-4)")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    g.add_argument("--r1-weight", type=float, metavar="GAMMA",
+                   help="R1 gradient penalty on real data (default 0)")
     g.add_argument("--entropy-schedule", choices=["constant", "linear", "cosine"],
                    help="decay of beta to 0 at the end of training (default constant)")
     g.add_argument("--entropy-decay-start", type=float, metavar="FRACTION",

@@ -80,6 +80,10 @@ class GANConfig(_Config):
         batch_size: global batch (split over processes in data-parallel runs).
         d_steps: discriminator updates per generator update.
         lr_g, lr_d, adam_betas: Adam settings.
+        r1_weight: γ of the zero-centred gradient penalty on real data,
+            ``γ/2 · E‖∇ₓD(x)‖²`` (Mescheder et al. 2018, arXiv 1801.04406); 0: none.
+            It keeps D smooth, so that its gradient reaches modes the generator has
+            not yet covered.
         lr_schedule: ``constant`` or ``cosine`` (decay of both learning rates to 0 over
             ``steps``; sharpens the modes at the end of training).
         entropy_weight: β; 0 trains a plain GAN.
@@ -115,6 +119,7 @@ class GANConfig(_Config):
     lr_d: float = 2e-4
     adam_betas: tuple[float, float] = (0.5, 0.999)
     lr_schedule: str = "constant"
+    r1_weight: float = 0.0
     entropy_weight: float = 0.0
     entropy_schedule: str = "constant"
     entropy_decay_start: float = 0.0
@@ -147,6 +152,8 @@ class GANConfig(_Config):
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")
+        if self.r1_weight < 0:
+            raise ValueError(f"r1_weight must be >= 0, got {self.r1_weight}")
         if self.entropy_weight < 0:
             raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight}")
         if self.entropy_weight > 0:

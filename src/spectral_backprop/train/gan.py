@@ -106,6 +106,16 @@ def entropy_weight_at(step: int, config: GANConfig) -> float:
     return beta * 0.5 * (1.0 + math.cos(math.pi * v))
 
 
+def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``E‖∇ₓD(x)‖²`` over the real batch (differentiable, for the R1 penalty).
+
+    Each ``D(x_i)`` depends on ``x_i`` only, so the gradient of the sum gives every
+    per-sample input gradient in one backward pass.
+    """
+    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()
+
+
 def make_schedule(opt: torch.optim.Optimizer, config: GANConfig):
     """The learning-rate schedule of ``config.lr_schedule`` (stepped once per G update)."""
     if config.lr_schedule == "cosine":
@@ -174,7 +184,12 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
             z = dd.shard(torch.randn(B, k, generator=rng)).to(dd.device)
             with torch.no_grad():
                 fake = G(z)
-            d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+            if config.r1_weight > 0:
+                real.requires_grad_(True)
+            d_real = D(real)
+            d_loss = F.softplus(-d_real).mean() + F.softplus(D(fake)).mean()
+            if config.r1_weight > 0:
+                d_loss = d_loss + config.r1_weight / 2 * r1_penalty(d_real, real)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             dd.average_gradients(D.parameters())
