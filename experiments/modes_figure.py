@@ -34,7 +34,7 @@ def main() -> None:
         with torch.no_grad():
             x = G(z)
         beta = f"β = {config.entropy_weight}" + (
-            f", {config.entropy_schedule} decay" if config.entropy_schedule != "constant" else "")
+            f", {config.reg_schedule} decay" if config.reg_schedule != "constant" else "")
         title = (f"{config.dataset}, {variant} ({beta}), "
                  f"{config.steps} steps, seed {args.seed}: "
                  f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")

@@ -5,7 +5,7 @@ Trains only the entropy variant, on pilot seeds that the reported tables never u
 mode-coverage figures per seed and their mean. Example::
 
     OMP_NUM_THREADS=1 python experiments/modes_pilot.py --dataset grid --seeds 100 101 102 \\
-        --beta 0.3 --set entropy_schedule=cosine --set entropy_decay_start=0.5 \\
+        --beta 0.3 --set reg_schedule=cosine --set reg_decay_start=0.5 \\
         --out runs/pilot/b03_cos05
 """
 

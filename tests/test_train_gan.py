@@ -133,11 +133,11 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, ring):
 def test_config_validation():
     with pytest.raises(ValueError, match="unknown GANConfig field"):
         GANConfig.from_dict({"lr": 1.0})
-    with pytest.raises(ValueError, match="entropy_schedule"):
-        GANConfig(entropy_schedule="exponential")
+    with pytest.raises(ValueError, match="reg_schedule"):
+        GANConfig(reg_schedule="exponential")
     for start in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="entropy_decay_start"):
-            GANConfig(entropy_decay_start=start)
+        with pytest.raises(ValueError, match="reg_decay_start"):
+            GANConfig(reg_decay_start=start)
     with pytest.raises(ValueError, match="entropy_batch"):
         GANConfig(batch_size=8, entropy_weight=1.0, entropy_batch=16)
     with pytest.raises(ValueError, match="steps must be positive"):
@@ -158,42 +158,55 @@ def test_stochastic_entropy_is_deterministic_given_the_seed(tmp_path, ring):
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
 @pytest.mark.parametrize("start", [0.0, 0.5])
-def test_entropy_weight_schedule(schedule, start):
-    config = GANConfig(steps=1000, entropy_weight=0.4, entropy_schedule=schedule,
-                       entropy_decay_start=start)
-    betas = [gan_module.entropy_weight_at(step, config) for step in range(1000)]
-    # β is held until the decay starts, then never increases.
-    assert betas[: int(start * 1000) + 1] == [0.4] * (int(start * 1000) + 1)
-    assert all(b1 <= b0 for b0, b1 in zip(betas, betas[1:], strict=False))
+def test_regularizer_schedule(schedule, start):
+    config = GANConfig(steps=1000, reg_schedule=schedule, reg_decay_start=start)
+    scales = [gan_module.regularizer_scale(step, config) for step in range(1000)]
+    # Held at 1 until the decay starts, then never increasing.
+    held = int(start * 1000) + 1
+    assert scales[:held] == [1.0] * held
+    assert all(b <= a for a, b in zip(scales, scales[1:], strict=False))
     if schedule == "constant":
-        assert set(betas) == {0.4}
+        assert set(scales) == {1.0}
         return
-    # Analytic values: halfway through the decay, and one step before the end.
+    # Analytic values: halfway through the decay, and at the last update.
     mid = int((start + (1 - start) / 2) * 1000)
-    assert betas[mid] == pytest.approx(0.2)
+    assert scales[mid] == pytest.approx(0.5)
     v_last = (0.999 - start) / (1 - start)
     last = 1 - v_last if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * v_last))
-    assert betas[-1] == pytest.approx(0.4 * last)
-    assert betas[-1] < 0.4 * 0.01
+    assert scales[-1] == pytest.approx(last)
+    assert scales[-1] < 0.01
 
 
-def test_decaying_entropy_weight_is_logged(tmp_path, ring):
-    config = tiny_config(entropy_weight=0.2, entropy_schedule="linear",
-                         entropy_decay_start=0.5, steps=40, log_every=10)
+def test_decaying_regularizers_are_applied_and_logged(tmp_path, ring, monkeypatch):
+    config = tiny_config(entropy_weight=0.2, r1_weight=0.5, reg_schedule="linear",
+                         reg_decay_start=0.5, steps=40, log_every=10)
+    seen = {"r1": [], "entropy": []}
+    real_r1, real_entropy = gan_module.r1_penalty, gan_module.generator_entropy
+
+    def r1(*args):
+        seen["r1"].append(1)
+        return real_r1(*args)
+
+    def entropy(*args, **kwargs):
+        seen["entropy"].append(1)
+        return real_entropy(*args, **kwargs)
+
+    monkeypatch.setattr(gan_module, "r1_penalty", r1)
+    monkeypatch.setattr(gan_module, "generator_entropy", entropy)
     train_gan(config, tmp_path, dataset=ring)
+    assert len(seen["r1"]) == len(seen["entropy"]) == 40  # the scale is > 0 until the end
     records = read_metrics(tmp_path)
-    # The logged β is the one used in the last update before each record.
-    expected = [gan_module.entropy_weight_at(r["step"] - 1, config) for r in records]
-    assert [r["entropy_weight"] for r in records] == pytest.approx(expected)
-    assert records[0]["entropy_weight"] == 0.2 and records[-1]["entropy_weight"] < 0.02
-    assert all("entropy" in r for r in records)
+    # The logged scale is the one of the last update before each record.
+    expected = [gan_module.regularizer_scale(r["step"] - 1, config) for r in records]
+    assert [r["reg_scale"] for r in records] == pytest.approx(expected)
+    assert records[0]["reg_scale"] == 1.0 and records[-1]["reg_scale"] < 0.1
 
 
 def test_old_checkpoints_without_new_fields_still_resume(tmp_path, ring):
     # A run saved before a config field existed used that field's default.
     config = tiny_config(steps=10, ckpt_every=10, log_every=10)
     saved = config.to_dict()
-    del saved["g_activation"], saved["entropy_schedule"]
+    del saved["g_activation"], saved["reg_schedule"], saved["r1_weight"]
     assert config.mismatches(saved) == []
     assert tiny_config(g_activation="leaky_relu").mismatches(saved) == ["g_activation"]
 

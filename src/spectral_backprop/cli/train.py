@@ -30,8 +30,8 @@ def parse_key_values(items: list[str] | None, what: str) -> dict:
 # GANConfig fields set by a flag of the same name (argparse dest == field name).
 _FIELDS = (
     "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
-    "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "entropy_schedule",
-    "entropy_decay_start", "entropy_batch", "entropy_method",
+    "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "reg_schedule",
+    "reg_decay_start", "entropy_batch", "entropy_method",
     "entropy_dtype", "seed", "log_every", "ckpt_every", "device",
 )
 
@@ -54,10 +54,10 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-schedule", choices=["constant", "cosine"])
     g.add_argument("--r1-weight", type=float, metavar="GAMMA",
                    help="R1 gradient penalty on real data (default 0)")
-    g.add_argument("--entropy-schedule", choices=["constant", "linear", "cosine"],
-                   help="decay of beta to 0 at the end of training (default constant)")
-    g.add_argument("--entropy-decay-start", type=float, metavar="FRACTION",
-                   help="fraction of the steps after which beta decays (default 0)")
+    g.add_argument("--reg-schedule", choices=["constant", "linear", "cosine"],
+                   help="decay of the entropy weight and R1 weight to 0 (default constant)")
+    g.add_argument("--reg-decay-start", type=float, metavar="FRACTION",
+                   help="fraction of the steps after which they decay (default 0)")
     g.add_argument("--entropy-batch", type=int, help="latents per entropy estimate (default 32)")
     g.add_argument("--entropy-method", help="exact (default) or a stochastic estimator")
     g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",

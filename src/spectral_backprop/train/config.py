@@ -87,12 +87,11 @@ class GANConfig(_Config):
         lr_schedule: ``constant`` or ``cosine`` (decay of both learning rates to 0 over
             ``steps``; sharpens the modes at the end of training).
         entropy_weight: β; 0 trains a plain GAN.
-        entropy_schedule: ``constant``, ``linear`` or ``cosine``: how β decays to 0
-            between the fraction ``entropy_decay_start`` of training and its end
-            (:func:`~spectral_backprop.train.gan.entropy_weight_at`). A large β early
-            spreads mass over every mode; decaying it lets the modes sharpen, since the
-            optimum of the regularised loss is a tempered, broadened p_data.
-        entropy_decay_start: fraction of ``steps`` at which the decay begins.
+        reg_schedule: ``constant``, ``linear`` or ``cosine``: how both regularisers, β
+            and ``r1_weight``, decay to 0 between the fraction ``reg_decay_start`` of
+            training and its end (:func:`~spectral_backprop.train.gan.regularizer_scale`):
+            strong early for coverage, gone at the end for sharp modes.
+        reg_decay_start: fraction of ``steps`` at which the decay begins.
         entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
             since the log det costs k Jacobian-vector products per sample).
         entropy_method: ``exact`` or a stochastic estimator of the core library.
@@ -121,8 +120,8 @@ class GANConfig(_Config):
     lr_schedule: str = "constant"
     r1_weight: float = 0.0
     entropy_weight: float = 0.0
-    entropy_schedule: str = "constant"
-    entropy_decay_start: float = 0.0
+    reg_schedule: str = "constant"
+    reg_decay_start: float = 0.0
     entropy_batch: int = 32
     entropy_method: str = "exact"
     entropy_options: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +133,7 @@ class GANConfig(_Config):
     progress: bool = True
 
     def resumable(self) -> frozenset[str]:
-        decaying = self.lr_schedule == "cosine" or self.entropy_schedule != "constant"
+        decaying = self.lr_schedule == "cosine" or self.reg_schedule != "constant"
         return self.RESUMABLE - {"steps"} if decaying else self.RESUMABLE
 
     def __post_init__(self):
@@ -143,12 +142,12 @@ class GANConfig(_Config):
                              "ckpt_every")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        if self.entropy_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError("entropy_schedule must be constant, linear or cosine, "
-                             f"got {self.entropy_schedule!r}")
-        if not 0.0 <= self.entropy_decay_start < 1.0:
+        if self.reg_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError("reg_schedule must be constant, linear or cosine, "
+                             f"got {self.reg_schedule!r}")
+        if not 0.0 <= self.reg_decay_start < 1.0:
             raise ValueError(
-                f"entropy_decay_start must be in [0, 1), got {self.entropy_decay_start}")
+                f"reg_decay_start must be in [0, 1), got {self.reg_decay_start}")
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")

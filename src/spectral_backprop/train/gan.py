@@ -6,6 +6,9 @@ entropy (Ramesh & LeCun 2018, arXiv 1806.00499, section 4):
     L_D = E_x softplus(−D(x)) + E_z softplus(D(G(z)))
     L_G = E_z softplus(−D(G(z))) − β·H[p_G],   H[p_G] = H[p_Z] + ½ E_z log det JᵀJ
 
+with an optional R1 penalty ``γ/2·E‖∇ₓD(x)‖²`` on real data in ``L_D``, and β and γ
+optionally decayed to 0 over training (:func:`regularizer_scale`).
+
 ``H`` is estimated on a sub-batch of latents by :func:`spectral_backprop.entropy`
 (exact, or a stochastic estimator for large k); its gradient is spectral
 backpropagation. The entropy pushes against mode collapse: a generator that maps a
@@ -82,28 +85,28 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
                    **options).value.float()
 
 
-def entropy_weight_at(step: int, config: GANConfig) -> float:
-    """β at generator update ``step`` (0-based) of ``config.steps``.
+def regularizer_scale(step: int, config: GANConfig) -> float:
+    """Factor in [0, 1] on both regularisers (β and the R1 γ) at update ``step`` (0-based).
 
-    With ``u = step / steps`` and ``s = entropy_decay_start``, β is constant for
-    ``u ≤ s`` and then decays to 0 at the end of training::
+    With ``u = step / steps`` and ``s = reg_decay_start``, the factor is 1 for ``u ≤ s``
+    and then decays to 0 at the end of training::
 
-        linear:  β·(1 − v)            cosine:  β·½(1 + cos πv),   v = (u − s)/(1 − s)
+        linear:  1 − v            cosine:  ½(1 + cos πv),      v = (u − s)/(1 − s)
 
-    Why decay: the generator's optimum under ``KL(p_G‖p_data) − β′H[p_G]`` is the
-    tempered ``p_data^{1/(1+β′)}``, broader than the data. A large β early keeps mass on
-    every mode while the generator is still moving; letting it go to 0 recovers sharp
-    modes at the end.
+    Why decay: both regularisers trade sharpness for coverage. The generator's optimum
+    under ``KL(p_G‖p_data) − β′H[p_G]`` is the tempered ``p_data^{1/(1+β′)}``, broader
+    than the data, and an R1-smoothed discriminator cannot resolve modes narrower than
+    its smoothness. Strong early, they keep mass on every mode while the generator is
+    still moving; letting them go to 0 recovers sharp modes at the end.
     """
-    beta = config.entropy_weight
     u = step / config.steps
-    s = config.entropy_decay_start
-    if config.entropy_schedule == "constant" or u <= s:
-        return beta
+    s = config.reg_decay_start
+    if config.reg_schedule == "constant" or u <= s:
+        return 1.0
     v = (u - s) / (1.0 - s)
-    if config.entropy_schedule == "linear":
-        return beta * (1.0 - v)
-    return beta * 0.5 * (1.0 + math.cos(math.pi * v))
+    if config.reg_schedule == "linear":
+        return 1.0 - v
+    return 0.5 * (1.0 + math.cos(math.pi * v))
 
 
 def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -177,6 +180,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                disable=not (config.progress and dd.is_main), desc="train", dynamic_ncols=True)
     for step in bar:
+        scale = regularizer_scale(step, config)
+        beta, gamma = scale * config.entropy_weight, scale * config.r1_weight
         # Discriminator: real batch vs detached fakes.
         D.requires_grad_(True)
         for _ in range(config.d_steps):
@@ -184,12 +189,12 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
             z = dd.shard(torch.randn(B, k, generator=rng)).to(dd.device)
             with torch.no_grad():
                 fake = G(z)
-            if config.r1_weight > 0:
+            if gamma > 0:
                 real.requires_grad_(True)
             d_real = D(real)
             d_loss = F.softplus(-d_real).mean() + F.softplus(D(fake)).mean()
-            if config.r1_weight > 0:
-                d_loss = d_loss + config.r1_weight / 2 * r1_penalty(d_real, real)
+            if gamma > 0:
+                d_loss = d_loss + gamma / 2 * r1_penalty(d_real, real)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             dd.average_gradients(D.parameters())
@@ -201,7 +206,6 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
         g_adv = F.softplus(-D(G(z))).mean()
         loss = g_adv
         ent = None
-        beta = entropy_weight_at(step, config)
         if beta > 0:
             z_h = dd.shard(torch.randn(config.entropy_batch, k, generator=rng)).to(dd.device)
             ent = generator_entropy(G, z_h, config, rng)
@@ -218,8 +222,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
             values = {"d_loss": d_loss.item(), "g_loss": g_adv.item()}
             if ent is not None:
                 values["entropy"] = ent.item()
-            if config.entropy_schedule != "constant":
-                values["entropy_weight"] = beta
+            if config.reg_schedule != "constant":
+                values["reg_scale"] = scale
             metrics = {"step": done, **dd.mean(values),
                        "time": round(time.perf_counter() - t0, 3)}
             log.write(metrics)
