@@ -7,6 +7,7 @@ mode-coverage figures per seed and their mean. Example::
     OMP_NUM_THREADS=1 python experiments/modes_pilot.py --dataset grid --seeds 100 101 102 \\
         --beta 0.3 --set reg_schedule=cosine --set reg_decay_start=0.5 \\
         --out runs/pilot/b03_cos05
+    python experiments/modes_pilot.py --summary runs/pilot/*    # markdown table of all pilots
 """
 
 from __future__ import annotations
@@ -23,15 +24,49 @@ from spectral_backprop.train.gan import train_gan
 from spectral_backprop.train.modes import PROTOCOL, evaluate_generator
 
 
+def describe(config: dict) -> str:
+    """The settings that differ between pilots (older runs used other field names)."""
+    schedule = config.get("reg_schedule", config.get("entropy_schedule", "constant"))
+    start = config.get("reg_decay_start", config.get("entropy_decay_start", 0.0))
+    parts = [f"β {config['entropy_weight']}", f"G {config.get('g_activation') or 'relu'}",
+             f"R1 γ {config.get('r1_weight', 0.0)}"]
+    if schedule != "constant":
+        parts.append(f"{schedule} decay from {start:.0%}")
+    return ", ".join(parts)
+
+
+def summarise(folders: list[Path]) -> None:
+    print("| pilot | seed: modes / high quality / reverse KL |")
+    print("|---|---|")
+    for folder in sorted(folders):
+        cells, config = [], None
+        for run in sorted(folder.glob("seed*")):
+            if not (run / "eval.json").exists():
+                continue  # stopped early: not reported
+            config = json.loads((run / "config.json").read_text())
+            r = json.loads((run / "eval.json").read_text())
+            cells.append(f"{run.name[4:]}: {r['modes']} / {100 * r['high_quality']:.1f}% / "
+                         f"{r['reverse_kl']:.3f}")
+        if cells:
+            print(f"| {describe(config)} | {'; '.join(cells)} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=list(PROTOCOL), default="grid")
     p.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
-    p.add_argument("--beta", type=float, required=True)
+    p.add_argument("--beta", type=float)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a GANConfig field (JSON value or bare string)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--summary", type=Path, nargs="+", metavar="DIR",
+                   help="print a table of finished pilot folders instead of training")
     args = p.parse_args()
+    if args.summary:
+        summarise(args.summary)
+        return
+    if args.beta is None or args.out is None:
+        p.error("--beta and --out are required for training")
 
     values = dict(PROTOCOL[args.dataset]["config"], progress=False)
     for item in args.set:

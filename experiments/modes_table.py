@@ -31,8 +31,15 @@ def main() -> None:
     for folder in map(Path, sys.argv[1:]):
         res = json.loads((folder / "results.json").read_text())
         name = res["dataset"]
-        print(f"\n**{name}** ({res['seeds']} seeds, β = {res['entropy_weight']}, "
-              f"{res['config']['steps']} steps, mean ± s.e.)\n")
+        cfg = res["config"]
+        extras = ""
+        if cfg.get("r1_weight"):
+            extras += f", R1 γ = {cfg['r1_weight']}"
+        if cfg.get("reg_schedule", "constant") != "constant":
+            extras += (f", β and γ {cfg['reg_schedule']}-decayed to 0 from "
+                       f"{cfg['reg_decay_start']:.0%} of training")
+        print(f"\n**{name}** ({res['seeds']} seeds, β = {res['entropy_weight']}{extras}, "
+              f"{cfg['steps']} steps, mean ± s.e.)\n")
         print("| variant | modes | high quality | reverse KL |")
         print("|---|---|---|---|")
         for variant in ("gan", "entropy"):
