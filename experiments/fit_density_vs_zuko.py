@@ -106,7 +106,8 @@ def train_analytic(target: str, config: ReverseKLConfig) -> tuple[dict, torch.Te
         opt.step()
         sched.step()
     seconds = time.perf_counter() - t0
-    figures = evaluate_reverse_kl(G.eval(), target, config.eval_samples, seed=10_000)
+    figures = evaluate_reverse_kl(G.eval(), target, config.eval_samples,
+                                  seed=10_000 + config.seed)
     figures.update(seconds=seconds, parameters=sum(p.numel() for p in G.parameters()))
     with torch.no_grad():
         x = G(torch.randn(200_000, 2, generator=torch.Generator().manual_seed(1)))
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--anneal-steps", type=int, default=0,
                         help="temper the target over T steps, for every model (0: off)")
     parser.add_argument("--anneal-start", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
     parser.add_argument("--analytic", action="store_true",
                         help="also train our architecture with its analytic log det (control)")
     parser.add_argument("--threads", type=int, default=1)
@@ -144,8 +146,9 @@ def main() -> None:
                                  bins=args.bins, bound=args.bound,
                                  anneal_steps=args.anneal_steps,
                                  anneal_start=args.anneal_start,
-                                 progress=False, ckpt_every=args.steps)
+                                 seed=args.seed, progress=False, ckpt_every=args.steps)
         suffix = f" anneal {args.anneal_steps}" if args.anneal_steps else ""
+        suffix += f" seed {args.seed}" if args.seed else ""
         row_path = args.out / target / "row.json"
         row = json.loads(row_path.read_text()) if row_path.exists() else {}
         name = f"ours {args.layers}x{args.hidden} {args.mixing}"
