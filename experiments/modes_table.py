@@ -23,6 +23,8 @@ PUBLISHED = {
 
 
 def fmt(stat: dict, scale: float = 1.0, digits: int = 2, suffix: str = "") -> str:
+    if stat["mean"] != stat["mean"]:  # NaN: no run has this figure
+        return "—"
     return (f"{stat['mean'] * scale:.{digits}f}{suffix} ± {stat['se'] * scale:.{digits}f}"
             f"{suffix}")
 
@@ -40,23 +42,24 @@ def main() -> None:
                        f"{cfg['reg_decay_start']:.0%} of training")
         print(f"\n**{name}** ({res['seeds']} seeds, β = {res['entropy_weight']}{extras}, "
               f"{cfg['steps']} steps, mean ± s.e.)\n")
-        print("| variant | modes | high quality | reverse KL |")
-        print("|---|---|---|---|")
+        print("| variant | modes | high quality | reverse KL | spread (data: 0.97) |")
+        print("|---|---|---|---|---|")
         for variant in ("gan", "entropy"):
             v = res["variants"][variant]
             label = {"gan": "GAN (ours, same budget)", "entropy": "GAN + entropy (ours)"}
             nan_kl = sum(1 for r in v["per_seed"] if r["reverse_kl"] != r["reverse_kl"])
             kl = fmt(v["reverse_kl"]) + (f" ({nan_kl} seed(s) with no high-quality sample "
                                          "left out)" if nan_kl else "")
+            spread = fmt(v["spread"]) if "spread" in v else "—"  # older results
             print(f"| {label[variant]} | {fmt(v['modes'], digits=1)} | "
-                  f"{fmt(v['high_quality'], 100, 1, '%')} | {kl} |")
+                  f"{fmt(v['high_quality'], 100, 1, '%')} | {kl} | {spread} |")
         for row in PUBLISHED[name]:
-            print("| " + " | ".join(row) + " |")
-        print("\nper seed (modes / high quality / reverse KL):\n")
+            print("| " + " | ".join(row) + " | — |")
+        print("\nper seed (modes / high quality / reverse KL / spread):\n")
         for variant in ("gan", "entropy"):
             runs = res["variants"][variant]["per_seed"]
             cells = [f"{r['modes']} / {100 * r['high_quality']:.1f}% / {r['reverse_kl']:.3f}"
-                     for r in runs]
+                     + (f" / {r['spread']:.2f}" if "spread" in r else "") for r in runs]
             print(f"- {variant}: " + "; ".join(cells))
 
 
