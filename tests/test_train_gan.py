@@ -281,3 +281,34 @@ def test_r1_penalty_smooths_the_discriminator(tmp_path, ring):
                       dataset=ring).discriminator
         sq_grad[gamma] = gan_module.r1_penalty(D(real), real).item()
     assert sq_grad[10.0] < 0.5 * sq_grad[0.0]
+
+
+def test_modes_command_writes_the_documented_summary(tmp_path, capsys):
+    # Tiny budget: checks the protocol's plumbing (both variants, same budget, the
+    # results.json layout of the issue, seed splitting and reuse), not its figures.
+    from spectral_backprop.cli import main
+
+    tiny = ["--dataset", "grid", "--steps", "6", "--width", "8", "--depth", "1",
+            "--batch-size", "32", "--entropy-batch", "4", "--log-every", "3",
+            "--ckpt-every", "3", "--no-progress", "--out", str(tmp_path)]
+    assert main(["modes", "--seeds", "1", *tiny]) == 0
+    assert main(["modes", "--seeds", "2", "--first-seed", "1", *tiny]) == 0
+    first = (tmp_path / "gan" / "seed0" / "eval.json").stat().st_mtime_ns
+    assert main(["modes", "--seeds", "2", "--resume", *tiny]) == 0  # summary of both
+    assert (tmp_path / "gan" / "seed0" / "eval.json").stat().st_mtime_ns == first
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["seeds"] == 2 and set(res["variants"]) == {"gan", "entropy"}
+    for variant in res["variants"].values():
+        assert len(variant["per_seed"]) == 2
+        for key in ("modes", "high_quality", "reverse_kl", "spread"):
+            assert set(variant[key]) == {"mean", "se"}
+    configs = {v: json.loads((tmp_path / v / "seed1" / "config.json").read_text())
+               for v in ("gan", "entropy")}
+    assert configs["gan"]["entropy_weight"] == 0.0
+    assert configs["entropy"]["entropy_weight"] == res["entropy_weight"] > 0
+    # Same budget: the configs differ in β only.
+    differ = {k for k in configs["gan"] if configs["gan"][k] != configs["entropy"][k]}
+    assert differ == {"entropy_weight"}
+    assert configs["gan"]["r1_weight"] == 0.1  # the grid protocol's defaults apply
+    assert main(["modes", "--seeds", "1", "--first-seed", "1", *tiny]) == 2
+    assert "--first-seed" in capsys.readouterr().err

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
                             first_seed=args.first_seed)
     except (CheckpointError, FileExistsError) as err:
         raise CLIError(str(err)) from err
-    table = {v: {k: summary["variants"][v][k] for k in ("modes", "high_quality", "reverse_kl")}
+    table = {v: {k: summary["variants"][v][k]
+                 for k in ("modes", "high_quality", "reverse_kl", "spread")}
              for v in summary["variants"]}
     print(json.dumps(table, indent=2))
     print(f"wrote {Path(args.out) / 'results.json'}")
