@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "spectral_backprop.density",
     "spectral_backprop.linalg.jacobian",
+    "spectral_backprop.models.spline",
     "spectral_backprop.spectral",
     "spectral_backprop.spectral.metric",
 ]

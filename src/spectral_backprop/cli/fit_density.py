@@ -39,13 +39,13 @@ def add_parser(subparsers) -> None:
                     "(log Z by quadrature), the effective sample size, and a density plot.",
     )
     p.add_argument("--target", required=True, choices=list(TARGETS))
-    p.add_argument("--num-layers", type=int, help="coupling layers (default 16)")
+    p.add_argument("--num-layers", type=int, help="coupling layers (default 8)")
     p.add_argument("--hidden", type=int, help="conditioner width (default 128)")
     p.add_argument("--depth", type=int, help="conditioner hidden layers (default 2)")
     p.add_argument("--mixing", choices=["swap", "rotation"],
                    help="between coupling layers: random rotation (default) or swap halves")
     p.add_argument("--transform", choices=["affine", "spline"],
-                   help="coupling transform: affine (default) or rational-quadratic spline")
+                   help="coupling transform: rational-quadratic spline (default) or affine")
     p.add_argument("--bins", type=int, help="spline bins (default 8)")
     p.add_argument("--bound", type=float,
                    help="spline interval [-B, B], identity outside (default 5)")

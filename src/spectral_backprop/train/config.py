@@ -182,11 +182,13 @@ class ReverseKLConfig(_Config):
     """
 
     target: str = "U1"
-    num_layers: int = 16
+    # Spline couplings by default: 8 × 128 is within 0.05 nats of the best zuko flow on
+    # all of U1–U4, while affine couplings lose U4's lower branch (docs/reverse_kl.md).
+    num_layers: int = 8
     hidden: int = 128
     depth: int = 2
     mixing: str = "rotation"
-    transform: str = "affine"
+    transform: str = "spline"
     bins: int = 8
     bound: float = 5.0
     steps: int = 3000
