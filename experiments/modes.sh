@@ -2,25 +2,33 @@
 # Mode coverage (DESIGN.md section 4): plain GAN vs entropy-regularised GAN, same budget,
 # 5 seeds each, on the 25-mode grid and the 8-mode ring (docs/training.md).
 #
-# Long budget = the defaults of `spectral-backprop modes` (grid 20,000 steps, ring 10,000;
-# spectral_backprop.train.modes.PROTOCOL). The grid seeds are split over two processes
-# and summarised at the end (finished runs are not retrained). The short budget (grid
-# 5,000, ring 3,000 steps) is the first set of runs in the docs.
+# Grid = the defaults of `spectral-backprop modes` (20,000 steps, R1 gamma 0.1, beta 0.003,
+# both decayed to 0 over the second half; spectral_backprop.train.modes.PROTOCOL).
+# "grid, no R1" = the first protocol (beta 0.03 constant, no R1), at 20,000 and 5,000 steps.
+# Ring = the defaults (10,000 steps, beta 0.03) and a 3,000-step budget.
+# Seeds are split over two processes and summarised at the end (finished runs are reused).
 # One thread per process: on a shared CPU, spinning OpenMP threads slow small nets ~40x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 OUT=${OUT:-runs}
 M="python -m spectral_backprop modes --no-progress --resume"
+NO_R1="--r1-weight 0 --reg-schedule constant --reg-decay-start 0 --entropy-weight 0.03"
 
-$M --dataset grid --seeds 3 --out "$OUT/modes_grid_long" &
-$M --dataset grid --first-seed 3 --seeds 5 --out "$OUT/modes_grid_long" &
+$M --dataset grid --seeds 3 --out "$OUT/modes_grid_r1" &
+$M --dataset grid --first-seed 3 --seeds 5 --out "$OUT/modes_grid_r1" &
+wait
+$M --dataset grid --seeds 5 --out "$OUT/modes_grid_r1"   # summary of all 5 seeds
+
+$M --dataset grid --seeds 3 --out "$OUT/modes_grid_long" $NO_R1 &
+$M --dataset grid --first-seed 3 --seeds 5 --out "$OUT/modes_grid_long" $NO_R1 &
 $M --dataset ring --seeds 5 --out "$OUT/modes_ring_long" &
 wait
-$M --dataset grid --seeds 5 --out "$OUT/modes_grid_long"   # summary of all 5 seeds
+$M --dataset grid --seeds 5 --out "$OUT/modes_grid_long" $NO_R1
 
-$M --dataset grid --seeds 5 --steps 5000 --out "$OUT/modes_grid" &
+$M --dataset grid --seeds 5 --steps 5000 --out "$OUT/modes_grid" $NO_R1 &
 $M --dataset ring --seeds 5 --steps 3000 --out "$OUT/modes_ring" &
 wait
-python experiments/modes_table.py "$OUT/modes_grid_long" "$OUT/modes_ring_long" \
-    "$OUT/modes_grid" "$OUT/modes_ring"
+python experiments/modes_table.py "$OUT/modes_grid_r1" "$OUT/modes_grid_long" \
+    "$OUT/modes_ring_long" "$OUT/modes_grid" "$OUT/modes_ring"
+python experiments/modes_figure.py "$OUT/modes_grid_r1" --seed 0 --out docs/figures

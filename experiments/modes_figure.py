@@ -34,8 +34,9 @@ def main() -> None:
         with torch.no_grad():
             x = G(z)
         beta = f"β = {config.entropy_weight}" + (
+            f", R1 γ = {config.r1_weight}" if config.r1_weight else "") + (
             f", {config.reg_schedule} decay" if config.reg_schedule != "constant" else "")
-        title = (f"{config.dataset}, {variant} ({beta}), "
+        title = (f"{config.dataset}, {variant} ({beta})\n"
                  f"{config.steps} steps, seed {args.seed}: "
                  f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")
         save_samples_png(x, args.out / f"training_{args.folder.name}_{variant}.png", data.modes,

@@ -35,8 +35,7 @@ def main() -> None:
         name = res["dataset"]
         cfg = res["config"]
         extras = ""
-        if cfg.get("r1_weight"):
-            extras += f", R1 γ = {cfg['r1_weight']}"
+        extras += f", R1 γ = {cfg['r1_weight']}" if cfg.get("r1_weight") else ", no R1"
         if cfg.get("reg_schedule", "constant") != "constant":
             extras += (f", β and γ {cfg['reg_schedule']}-decayed to 0 from "
                        f"{cfg['reg_decay_start']:.0%} of training")
@@ -48,8 +47,8 @@ def main() -> None:
             v = res["variants"][variant]
             label = {"gan": "GAN (ours, same budget)", "entropy": "GAN + entropy (ours)"}
             nan_kl = sum(1 for r in v["per_seed"] if r["reverse_kl"] != r["reverse_kl"])
-            kl = fmt(v["reverse_kl"]) + (f" ({nan_kl} seed(s) with no high-quality sample "
-                                         "left out)" if nan_kl else "")
+            kl = fmt(v["reverse_kl"], digits=3) + (
+                f" ({nan_kl} seed(s) with no high-quality sample left out)" if nan_kl else "")
             spread = fmt(v["spread"]) if "spread" in v else "—"  # older results
             print(f"| {label[variant]} | {fmt(v['modes'], digits=1)} | "
                   f"{fmt(v['high_quality'], 100, 1, '%')} | {kl} | {spread} |")
