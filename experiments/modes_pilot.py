@@ -28,7 +28,8 @@ def describe(config: dict) -> str:
     """The settings that differ between pilots (older runs used other field names)."""
     schedule = config.get("reg_schedule", config.get("entropy_schedule", "constant"))
     start = config.get("reg_decay_start", config.get("entropy_decay_start", 0.0))
-    parts = [f"β {config['entropy_weight']}", f"G {config.get('g_activation') or 'relu'}",
+    parts = [f"β {config['entropy_weight']}",
+             f"G {config.get('g_activation') or 'relu'} width {config['width']}",
              f"R1 γ {config.get('r1_weight', 0.0)}"]
     if schedule != "constant":
         parts.append(f"{schedule} decay from {start:.0%}")
