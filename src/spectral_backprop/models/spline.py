@@ -119,12 +119,14 @@ def rational_quadratic_spline(v: Tensor, raw: Tensor, bound: float,
         # The root in [0, 1]; this form avoids cancellation when a ≈ 0 (paper, App. A).
         disc = (b * b - 4 * a * c).clamp_min(0)
         xi = (2 * c / (-b - disc.sqrt())).clamp(0, 1)
-        out = x0 + xi * w
     else:
         xi = (vc - x0) / w
-        out = y0 + h * (s * xi**2 + d0 * xi * (1 - xi)) / (s + sigma * xi * (1 - xi))
     one_minus = 1 - xi
-    denom = s + sigma * xi * one_minus
+    denom = s + sigma * xi * one_minus  # shared by y(ξ) and dy/dx
+    if inverse:
+        out = x0 + xi * w
+    else:
+        out = y0 + h * (s * xi**2 + d0 * xi * one_minus) / denom
     num = d1 * xi**2 + 2 * s * xi * one_minus + d0 * one_minus**2
     log_det = 2 * s.log() + num.log() - 2 * denom.log()
     return torch.where(inside, out, v), torch.where(inside, log_det, torch.zeros_like(v))
