@@ -2,7 +2,8 @@
 
 The training code saves checkpoints to resume runs (:mod:`spectral_backprop.train`);
 analysis needs only the generator, rebuilt from the saved config with
-:func:`~spectral_backprop.models.build_gan` and loaded with the saved weights.
+:func:`~spectral_backprop.train.gan.build_models` (as training builds it) and loaded
+with the saved weights.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ def load_gan_generator(path: str | Path):
             models its config describes.
     """
     from ..data import load_dataset
-    from ..models import build_gan
     from ..train.config import GANConfig
-    from ..train.gan import default_latent_dim
+    from ..train.gan import build_models
     from ..train.run import CHECKPOINT
 
     path = Path(path)
@@ -47,9 +47,7 @@ def load_gan_generator(path: str | Path):
         raise ValueError(f"{ckpt} is not a GAN training checkpoint (kind: {kind!r})")
     config = GANConfig.from_dict(payload["config"])
     data = load_dataset(config.dataset, **config.data_options)
-    k = config.latent_dim or default_latent_dim(data)
-    G, _ = build_gan(config.arch, data.shape, k, config.width, config.depth,
-                     config.g_activation)
+    G, _, k = build_models(config, data)
     try:
         G.load_state_dict(payload["modules"]["G"])
     except (KeyError, RuntimeError) as err:

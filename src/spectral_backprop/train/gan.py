@@ -53,6 +53,18 @@ def default_latent_dim(data: Dataset) -> int:
     return 32 if data.is_image else 2
 
 
+def build_models(config: GANConfig, data: Dataset) -> tuple[torch.nn.Module, torch.nn.Module, int]:
+    """The untrained ``(G, D)`` of a config for ``data``, and its latent size k.
+
+    One place for both training and loading a saved run, so that every architecture
+    field of :class:`GANConfig` reaches the builder in both.
+    """
+    k = config.latent_dim or default_latent_dim(data)
+    G, D = build_gan(config.arch, data.shape, k, config.width, config.depth,
+                     config.g_activation)
+    return G, D, k
+
+
 def in_dtype(G: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
     """``G`` evaluated with its parameters and buffers cast to ``dtype``, differentiably.
 
@@ -145,11 +157,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     out = Path(out_dir)
     data = dataset if dataset is not None else load_dataset(config.dataset,
                                                             **config.data_options)
-    k = config.latent_dim or default_latent_dim(data)
-
     torch.manual_seed(config.seed)
-    G, D = build_gan(config.arch, data.shape, k, config.width, config.depth,
-                     config.g_activation)
+    G, D, k = build_models(config, data)
     G, D = G.to(dd.device), D.to(dd.device)
     dd.broadcast_parameters(G)
     dd.broadcast_parameters(D)
