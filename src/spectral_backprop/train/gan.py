@@ -122,7 +122,8 @@ def regularizer_scale(step: int, config: GANConfig) -> float:
 
 
 def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``E‖∇ₓD(x)‖²`` over the real batch (differentiable, for the R1 penalty).
+    """``E‖∇ₓD(x)‖²`` over the real batch (differentiable), for the R1 penalty
+    ``γ/2·E‖∇ₓD(x)‖²`` of Mescheder, Geiger & Nowozin 2018 (arXiv 1801.04406).
 
     Each ``D(x_i)`` depends on ``x_i`` only, so the gradient of the sum gives every
     per-sample input gradient in one backward pass.
