@@ -33,6 +33,8 @@ def describe(config: dict) -> str:
              f"R1 γ {config.get('r1_weight', 0.0)}"]
     if schedule != "constant":
         parts.append(f"{schedule} decay from {start:.0%}")
+    if config.get("entropy_cap") is not None:
+        parts.append(f"entropy cap {config['entropy_cap']}")
     return ", ".join(parts)
 
 

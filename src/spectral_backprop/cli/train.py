@@ -32,7 +32,7 @@ _FIELDS = (
     "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
     "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "reg_schedule",
     "reg_decay_start", "entropy_batch", "entropy_method",
-    "entropy_dtype", "seed", "log_every", "ckpt_every", "device",
+    "entropy_dtype", "entropy_cap", "seed", "log_every", "ckpt_every", "device",
 )
 
 
@@ -63,6 +63,10 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",
                    help="estimator option, e.g. num_probes=8 (repeatable)")
     g.add_argument("--entropy-dtype", choices=["float32", "float64"])
+    g.add_argument("--entropy-cap", type=float, metavar="C",
+                   help="clip each sample's 1/2 log det J^T J at C in the entropy term: "
+                        "resist collapse without paying for stretched gaps between modes "
+                        "(default: no clipping)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--ckpt-every", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])

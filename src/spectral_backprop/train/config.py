@@ -98,6 +98,10 @@ class GANConfig(_Config):
         entropy_options: options for that estimator (``num_probes``, ``jitter``, ...).
         entropy_dtype: ``float64`` (default) or ``float32``: precision of the entropy
             estimate (see :func:`~spectral_backprop.train.gan.generator_entropy`).
+        entropy_cap: ``None`` (default: the entropy itself) or c: each sample's
+            ``½ log det JᵀJ`` is clipped at c before averaging, so that the term pushes
+            against contraction (collapse) but pays nothing for stretching beyond
+            ``exp(c)`` in volume (see :func:`~spectral_backprop.train.gan.generator_entropy`).
         seed: seeds model initialisation and every random draw of the run.
         log_every, ckpt_every: in steps.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -126,6 +130,7 @@ class GANConfig(_Config):
     entropy_method: str = "exact"
     entropy_options: dict[str, Any] = field(default_factory=dict)
     entropy_dtype: str = "float64"
+    entropy_cap: float | None = None
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 500

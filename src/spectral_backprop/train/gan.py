@@ -81,6 +81,16 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """``H[p_G]`` estimated on latents ``z`` with the configured estimator (differentiable).
 
+    With ``config.entropy_cap = c`` it is the truncated entropy
+
+        H_c = H[p_Z] + E_z min(½ log det JᵀJ, c)  ≤  H[p_G],
+
+    which rewards expanding volume only up to ``exp(c)``. Why: a continuous generator of
+    a multi-modal distribution must stretch latent space over the gaps between modes
+    (``½ log det JᵀJ`` is largest there), so the plain entropy pays the generator to put
+    mass on those bridges. Collapse is the opposite limit, ``log det JᵀJ → −∞``, and the
+    truncated term still pushes against it with full force.
+
     Computed in ``config.entropy_dtype``: a GAN generator squeezes each mode into a
     tiny region, so ``JᵀJ`` becomes ill-conditioned, and in float32 its smallest
     eigenvalue drowns in round-off (``λ_min < k·eps·λ_max``, a condition number of
@@ -88,13 +98,19 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
     term should act. Float64 costs little on the entropy sub-batch.
     """
     from spectral_backprop import entropy
+    from spectral_backprop.density import StandardNormal
+    from spectral_backprop.spectral import logdet_jtj
 
     options = dict(config.entropy_options)
     if config.entropy_method != "exact" and generator is not None:
         options.setdefault("generator", generator)
     dtype = getattr(torch, config.entropy_dtype)
-    return entropy(in_dtype(G, dtype), z.to(dtype), method=config.entropy_method,
-                   **options).value.float()
+    G_, z_ = in_dtype(G, dtype), z.to(dtype)
+    if config.entropy_cap is None:
+        return entropy(G_, z_, method=config.entropy_method, **options).value.float()
+    half_logdet = 0.5 * logdet_jtj(G_, z_, method=config.entropy_method, **options)
+    truncated = half_logdet.clamp(max=config.entropy_cap).mean()
+    return (StandardNormal().entropy(z.shape[-1]) + truncated).float()
 
 
 def regularizer_scale(step: int, config: GANConfig) -> float:
