@@ -33,13 +33,15 @@ def describe(config: dict) -> str:
              f"R1 γ {config.get('r1_weight', 0.0)}"]
     if schedule != "constant":
         parts.append(f"{schedule} decay from {start:.0%}")
+    if config["steps"] != PROTOCOL[config["dataset"]]["config"]["steps"]:
+        parts.append(f"{config['steps']} steps")
     if config.get("entropy_cap") is not None:
         parts.append(f"entropy cap {config['entropy_cap']}")
     return ", ".join(parts)
 
 
 def summarise(folders: list[Path]) -> None:
-    print("| pilot | seed: modes / high quality / reverse KL |")
+    print("| pilot | seed: modes / high quality / reverse KL / spread |")
     print("|---|---|")
     for folder in sorted(folders):
         cells, config = [], None
@@ -48,8 +50,10 @@ def summarise(folders: list[Path]) -> None:
                 continue  # stopped early: not reported
             config = json.loads((run / "config.json").read_text())
             r = json.loads((run / "eval.json").read_text())
+            # Pilots saved under older config field names were not re-evaluated.
+            spread = f"{r['spread']:.2f}" if "spread" in r else "—"
             cells.append(f"{run.name[4:]}: {r['modes']} / {100 * r['high_quality']:.1f}% / "
-                         f"{r['reverse_kl']:.3f}")
+                         f"{r['reverse_kl']:.3f} / {spread}")
         if cells:
             print(f"| {describe(config)} | {'; '.join(cells)} |")
 

@@ -24,7 +24,11 @@ def main() -> None:
             eval_path = run / "eval.json"
             if not eval_path.exists():
                 continue
-            G, config, data = load_gan_generator(run)
+            try:
+                G, config, data = load_gan_generator(run)
+            except ValueError as err:  # e.g. a pilot saved under older config field names
+                print(f"{run}: skipped ({err})")
+                continue
             new = evaluate_generator(G, 2, data.modes, data.mode_std, seed=10_000 + config.seed)
             old = json.loads(eval_path.read_text())
             for key, value in old.items():
