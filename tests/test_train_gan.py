@@ -344,3 +344,16 @@ def test_truncated_entropy_matches_a_dense_reference():
     assert generator_entropy(G, z, GANConfig(entropy_cap=1e6)).item() == pytest.approx(
         plain.item(), rel=1e-12)
     assert plain.item() == pytest.approx((prior_entropy + half_logdet.mean()).item(), rel=1e-6)
+
+
+def test_entropy_cap_flag_reaches_the_config():
+    from spectral_backprop.cli import build_parser
+    from spectral_backprop.cli.train import config_from_args
+
+    for command in ("train", "modes"):
+        extra = ["--dataset", "grid"] if command == "modes" else []
+        args = build_parser().parse_args([command, *extra, "--entropy-cap", "-0.5",
+                                          "--out", "x"])
+        assert config_from_args(args).entropy_cap == -0.5
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert config_from_args(args).entropy_cap is None
