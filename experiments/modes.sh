@@ -5,6 +5,7 @@
 # Grid = the defaults of `spectral-backprop modes` (20,000 steps, R1 gamma 0.1, beta 0.003,
 # both decayed to 0 over the second half; spectral_backprop.train.modes.PROTOCOL).
 # "grid, no R1" = the first protocol (beta 0.03 constant, no R1), at 20,000 and 5,000 steps.
+# "grid, width 400" = the grid protocol with both networks 400 wide (PacGAN's generator).
 # Ring = the defaults (10,000 steps, beta 0.03) and a 3,000-step budget.
 # Seeds are split over two processes and summarised at the end (finished runs are reused).
 # One thread per process: on a shared CPU, spinning OpenMP threads slow small nets ~40x.
@@ -26,9 +27,16 @@ $M --dataset ring --seeds 5 --out "$OUT/modes_ring_long" &
 wait
 $M --dataset grid --seeds 5 --out "$OUT/modes_grid_long" $NO_R1
 
+$M --dataset grid --seeds 3 --width 400 --out "$OUT/modes_grid_r1_w400" &
+$M --dataset grid --first-seed 3 --seeds 5 --width 400 --out "$OUT/modes_grid_r1_w400" &
+wait
+$M --dataset grid --seeds 5 --width 400 --out "$OUT/modes_grid_r1_w400"
+
 $M --dataset grid --seeds 5 --steps 5000 --out "$OUT/modes_grid" $NO_R1 &
 $M --dataset ring --seeds 5 --steps 3000 --out "$OUT/modes_ring" &
 wait
-python experiments/modes_table.py "$OUT/modes_grid_r1" "$OUT/modes_grid_long" \
-    "$OUT/modes_ring_long" "$OUT/modes_grid" "$OUT/modes_ring"
+python experiments/modes_table.py "$OUT/modes_grid_r1" "$OUT/modes_grid_r1_w400" \
+    "$OUT/modes_grid_long" "$OUT/modes_ring_long" "$OUT/modes_grid" "$OUT/modes_ring"
 python experiments/modes_figure.py "$OUT/modes_grid_r1" --seed 0 --out docs/figures
+python experiments/modes_figure.py "$OUT/modes_grid_r1_w400" --seed 0 --out docs/figures
+python experiments/grid_logdet_map.py "$OUT/modes_grid_r1" --seed 0 --out docs/figures

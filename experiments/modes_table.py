@@ -34,7 +34,7 @@ def main() -> None:
         res = json.loads((folder / "results.json").read_text())
         name = res["dataset"]
         cfg = res["config"]
-        extras = ""
+        extras = f", width {cfg['width']}"
         extras += f", R1 γ = {cfg['r1_weight']}" if cfg.get("r1_weight") else ", no R1"
         if cfg.get("reg_schedule", "constant") != "constant":
             extras += (f", β and γ {cfg['reg_schedule']}-decayed to 0 from "
