@@ -357,3 +357,18 @@ def test_entropy_cap_flag_reaches_the_config():
         assert config_from_args(args).entropy_cap == -0.5
     args = build_parser().parse_args(["train", "--out", "x"])
     assert config_from_args(args).entropy_cap is None
+
+
+def test_modes_summary_refuses_runs_trained_under_other_settings(tmp_path, capsys):
+    from spectral_backprop.cli import main
+
+    tiny = ["--dataset", "grid", "--steps", "4", "--width", "8", "--depth", "1",
+            "--batch-size", "32", "--entropy-batch", "4", "--log-every", "2",
+            "--ckpt-every", "2", "--no-progress", "--out", str(tmp_path)]
+    assert main(["modes", "--seeds", "1", *tiny]) == 0
+    capsys.readouterr()
+    # Summarising the same folder under another learning rate must not reuse those runs.
+    assert main(["modes", "--seeds", "1", "--resume", "--lr-g", "5e-4", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "trained with other settings" in err and "lr_g: run 0.001, now 0.0005" in err
+    assert main(["modes", "--seeds", "1", "--resume", *tiny]) == 0

@@ -51,13 +51,23 @@ class _Config:
         """Fields (outside :meth:`resumable`) whose value differs from a saved config.
 
         A field missing from ``saved`` (a run from before the field existed) counts as
-        its default, which is what that run used.
+        its default, which is what that run used. Values are compared as JSON (a tuple
+        saved to ``config.json`` comes back as a list).
         """
-        current = self.to_dict()
-        defaults = type(self)().to_dict()
+        def as_json(values: dict[str, Any]) -> dict[str, Any]:
+            return json.loads(json.dumps(values))
+
+        current, saved = as_json(self.to_dict()), as_json(saved)
+        defaults = as_json(type(self)().to_dict())
         keys = (set(current) | set(saved)) - self.resumable()
         return sorted(k for k in keys
                       if current.get(k, "<missing>") != saved.get(k, defaults.get(k, "<missing>")))
+
+    def mismatch_details(self, saved: dict[str, Any], label: str = "checkpoint") -> str:
+        """``"field: <label> old, now new; ..."`` for every field of :meth:`mismatches`."""
+        current = self.to_dict()
+        return "; ".join(f"{k}: {label} {saved.get(k)!r}, now {current.get(k)!r}"
+                         for k in self.mismatches(saved))
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

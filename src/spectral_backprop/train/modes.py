@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from spectral_backprop.train.checkpoint import CheckpointError
 from spectral_backprop.train.config import GANConfig
+from spectral_backprop.train.run import CONFIG
 
 NUM_EVAL_SAMPLES = 2500
 
@@ -104,6 +106,20 @@ def mean_se(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(finite), "se": se}
 
 
+def check_finished_run(run_dir: Path, config: GANConfig) -> None:
+    """Refuse to reuse a finished run (its ``eval.json``) trained under another config.
+
+    A resumed summary must describe the protocol it is run with; without this check a
+    folder of runs made under other settings would be summarised silently.
+    """
+    saved = json.loads((run_dir / CONFIG).read_text())
+    if config.mismatches(saved):
+        raise CheckpointError(
+            f"{run_dir} was trained with other settings "
+            f"({config.mismatch_details(saved, label='run')}). Use a new output folder, "
+            "or the settings of those runs.")
+
+
 def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
               entropy_weight: float, resume: bool = False, first_seed: int = 0
               ) -> dict[str, Any]:
@@ -128,6 +144,7 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
             run_dir = out / variant / f"seed{seed}"
             done = (run_dir / "eval.json").exists() and resume
             if done:
+                check_finished_run(run_dir, config)
                 figures = json.loads((run_dir / "eval.json").read_text())
             else:
                 result = train_gan(config, run_dir, resume=resume, dataset=data)
