@@ -97,7 +97,6 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
     ``JᵀJ`` above ~4·10⁶), which makes ``log det`` infinite exactly where the entropy
     term should act. Float64 costs little on the entropy sub-batch.
     """
-    from spectral_backprop import entropy
     from spectral_backprop.density import StandardNormal
     from spectral_backprop.spectral import logdet_jtj
 
@@ -105,12 +104,11 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
     if config.entropy_method != "exact" and generator is not None:
         options.setdefault("generator", generator)
     dtype = getattr(torch, config.entropy_dtype)
-    G_, z_ = in_dtype(G, dtype), z.to(dtype)
-    if config.entropy_cap is None:
-        return entropy(G_, z_, method=config.entropy_method, **options).value.float()
-    half_logdet = 0.5 * logdet_jtj(G_, z_, method=config.entropy_method, **options)
-    truncated = half_logdet.clamp(max=config.entropy_cap).mean()
-    return (StandardNormal().entropy(z.shape[-1]) + truncated).float()
+    half_logdet = 0.5 * logdet_jtj(in_dtype(G, dtype), z.to(dtype),
+                                   method=config.entropy_method, **options)
+    if config.entropy_cap is not None:
+        half_logdet = half_logdet.clamp(max=config.entropy_cap)
+    return (StandardNormal().entropy(z.shape[-1]) + half_logdet.mean()).float()
 
 
 def regularizer_scale(step: int, config: GANConfig) -> float:
