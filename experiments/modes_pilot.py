@@ -32,7 +32,9 @@ def describe(config: dict) -> str:
              f"G {config.get('g_activation') or 'relu'} width {config['width']}",
              f"R1 γ {config.get('r1_weight', 0.0)}"]
     if schedule != "constant":
-        parts.append(f"{schedule} decay from {start:.0%}")
+        end = config.get("reg_decay_end", 1.0)
+        parts.append(f"{schedule} decay from {start:.0%}"
+                     + (f" to 0 at {end:.0%}" if end < 1 else ""))
     if config["steps"] != PROTOCOL[config["dataset"]]["config"]["steps"]:
         parts.append(f"{config['steps']} steps")
     if config.get("entropy_cap") is not None:

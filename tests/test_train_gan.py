@@ -156,6 +156,9 @@ def test_config_validation():
     for start in (-0.1, 1.0):
         with pytest.raises(ValueError, match="reg_decay_start"):
             GANConfig(reg_decay_start=start)
+    for end in (0.3, 1.1):
+        with pytest.raises(ValueError, match="reg_decay_end"):
+            GANConfig(reg_decay_start=0.3, reg_decay_end=end)
     with pytest.raises(ValueError, match="entropy_batch"):
         GANConfig(batch_size=8, entropy_weight=1.0, entropy_batch=16)
     with pytest.raises(ValueError, match="steps must be positive"):
@@ -193,6 +196,13 @@ def test_regularizer_schedule(schedule, start):
     last = 1 - v_last if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * v_last))
     assert scales[-1] == pytest.approx(last)
     assert scales[-1] < 0.01
+    # Ending the decay early: the same curve compressed into [start, end], then 0.
+    end = start + (1 - start) / 2
+    early = GANConfig(steps=1000, reg_schedule=schedule, reg_decay_start=start,
+                      reg_decay_end=end)
+    compressed = [gan_module.regularizer_scale(step, early) for step in range(1000)]
+    assert compressed[int((start + end) / 2 * 1000)] == pytest.approx(0.5)
+    assert set(compressed[int(end * 1000):]) == {0.0}
 
 
 def test_decaying_regularizers_are_applied_and_logged(tmp_path, ring, monkeypatch):

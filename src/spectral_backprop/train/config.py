@@ -102,6 +102,8 @@ class GANConfig(_Config):
             training and its end (:func:`~spectral_backprop.train.gan.regularizer_scale`):
             strong early for coverage, gone at the end for sharp modes.
         reg_decay_start: fraction of ``steps`` at which the decay begins.
+        reg_decay_end: fraction of ``steps`` at which it reaches 0 (default 1, the end
+            of training); after it the run trains a plain GAN.
         entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
             since the log det costs k Jacobian-vector products per sample).
         entropy_method: ``exact`` or a stochastic estimator of the core library.
@@ -136,6 +138,7 @@ class GANConfig(_Config):
     entropy_weight: float = 0.0
     reg_schedule: str = "constant"
     reg_decay_start: float = 0.0
+    reg_decay_end: float = 1.0
     entropy_batch: int = 32
     entropy_method: str = "exact"
     entropy_options: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +166,9 @@ class GANConfig(_Config):
         if not 0.0 <= self.reg_decay_start < 1.0:
             raise ValueError(
                 f"reg_decay_start must be in [0, 1), got {self.reg_decay_start}")
+        if not self.reg_decay_start < self.reg_decay_end <= 1.0:
+            raise ValueError("reg_decay_end must be in (reg_decay_start, 1], got "
+                             f"{self.reg_decay_end}")
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")

@@ -114,22 +114,24 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
 def regularizer_scale(step: int, config: GANConfig) -> float:
     """Factor in [0, 1] on both regularisers (β and the R1 γ) at update ``step`` (0-based).
 
-    With ``u = step / steps`` and ``s = reg_decay_start``, the factor is 1 for ``u ≤ s``
-    and then decays to 0 at the end of training::
+    With ``u = step / steps``, ``s = reg_decay_start`` and ``e = reg_decay_end``, the
+    factor is 1 for ``u ≤ s``, decays to 0 at ``u = e`` and stays 0 after it::
 
-        linear:  1 − v            cosine:  ½(1 + cos πv),      v = (u − s)/(1 − s)
+        linear:  1 − v            cosine:  ½(1 + cos πv),      v = min(1, (u − s)/(e − s))
 
     Why decay: both regularisers trade sharpness for coverage. The generator's optimum
     under ``KL(p_G‖p_data) − β′H[p_G]`` is the tempered ``p_data^{1/(1+β′)}``, broader
     than the data, and an R1-smoothed discriminator cannot resolve modes narrower than
     its smoothness. Strong early, they keep mass on every mode while the generator is
-    still moving; letting them go to 0 recovers sharp modes at the end.
+    still moving; letting them go to 0 recovers sharp modes at the end. Ending the
+    decay before the learning rate has decayed (``e < 1``) leaves a phase of plain GAN
+    training in which the generator can still move.
     """
     u = step / config.steps
     s = config.reg_decay_start
     if config.reg_schedule == "constant" or u <= s:
         return 1.0
-    v = (u - s) / (1.0 - s)
+    v = min(1.0, (u - s) / (config.reg_decay_end - s))
     if config.reg_schedule == "linear":
         return 1.0 - v
     return 0.5 * (1.0 + math.cos(math.pi * v))
