@@ -39,3 +39,17 @@ def test_entropy_of_scaled_gaussian_and_its_gradient():
     assert h.stderr.item() == pytest.approx(0.0, abs=1e-12)
     (g,) = torch.autograd.grad(h.value, s)
     assert g.item() == pytest.approx(k / 2.0)
+
+
+def test_truncated_entropy_of_a_scaled_gaussian():
+    # G(z) = a z in R³: ½ log det JᵀJ = 3 log a for every z.
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    prior = StandardNormal().entropy(3)
+    stretched = 3 * math.log(2.0)
+    h = entropy(lambda v: a * v, z, cap=1.0)  # every sample is above the cap
+    assert h.value.item() == pytest.approx(prior + 1.0, rel=1e-12)
+    assert torch.autograd.grad(h.value, a)[0].item() == 0.0  # no reward beyond the cap
+    h = entropy(lambda v: a * v, z, cap=10.0)  # every sample is below it
+    assert h.value.item() == pytest.approx(prior + stretched, rel=1e-12)
+    assert torch.autograd.grad(h.value, a)[0].item() == pytest.approx(3 / 2.0, rel=1e-10)

@@ -106,12 +106,19 @@ def entropy(
     *,
     prior: StandardNormal | None = None,
     method: str = "exact",
+    cap: float | None = None,
     **options,
 ) -> EntropyEstimate:
     r"""Monte Carlo entropy of ``p_G``: ``H[p_Z] + ½ mean_b log det J(z_b)ᵀJ(z_b)``.
 
     ``z`` must be samples of the prior (standard normal by default, whose entropy is
     known in closed form). The value is differentiable (use it as ``-β·H`` in a loss).
+
+    With ``cap = c`` it is the truncated entropy
+    ``H_c = H[p_Z] + mean_b min(½ log det J(z_b)ᵀJ(z_b), c) ≤ H[p_G]``: samples stretched
+    beyond volume ``e^c`` count as ``c`` and carry no gradient. As a training term it
+    still resists collapse (``log det → −∞``) but no longer rewards the stretched
+    latents that a generator of separate modes maps between them (docs/training.md).
 
     Example:
         >>> import torch
@@ -121,6 +128,8 @@ def entropy(
     """
     prior = StandardNormal() if prior is None else prior
     half_logdet = 0.5 * logdet_jtj(G, z, method=method, **options)
+    if cap is not None:
+        half_logdet = half_logdet.clamp(max=cap)
     n = half_logdet.shape[0]
     stderr = half_logdet.detach().std() / math.sqrt(n) if n > 1 else torch.tensor(float("nan"))
     return EntropyEstimate(prior.entropy(z.shape[-1]) + half_logdet.mean(), stderr)

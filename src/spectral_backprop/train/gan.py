@@ -83,13 +83,13 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
 
     With ``config.entropy_cap = c`` it is the truncated entropy
 
-        H_c = H[p_Z] + E_z min(½ log det JᵀJ, c)  ≤  H[p_G],
+        H_c = H[p_Z] + E_z min(½ log det JᵀJ, c)  ≤  H[p_G]
 
-    which rewards expanding volume only up to ``exp(c)``. Why: a continuous generator of
-    a multi-modal distribution must stretch latent space over the gaps between modes
-    (``½ log det JᵀJ`` is largest there), so the plain entropy pays the generator to put
-    mass on those bridges. Collapse is the opposite limit, ``log det JᵀJ → −∞``, and the
-    truncated term still pushes against it with full force.
+    (``entropy(..., cap=c)``), which rewards expanding volume only up to ``exp(c)``. Why:
+    a continuous generator of a multi-modal distribution must stretch latent space over
+    the gaps between modes (``½ log det JᵀJ`` is largest there), so the plain entropy
+    pays the generator to put mass on those bridges. Collapse is the opposite limit,
+    ``log det JᵀJ → −∞``, and the truncated term still pushes against it with full force.
 
     Computed in ``config.entropy_dtype``: a GAN generator squeezes each mode into a
     tiny region, so ``JᵀJ`` becomes ill-conditioned, and in float32 its smallest
@@ -97,18 +97,14 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
     ``JᵀJ`` above ~4·10⁶), which makes ``log det`` infinite exactly where the entropy
     term should act. Float64 costs little on the entropy sub-batch.
     """
-    from spectral_backprop.density import StandardNormal
-    from spectral_backprop.spectral import logdet_jtj
+    from spectral_backprop import entropy
 
     options = dict(config.entropy_options)
     if config.entropy_method != "exact" and generator is not None:
         options.setdefault("generator", generator)
     dtype = getattr(torch, config.entropy_dtype)
-    half_logdet = 0.5 * logdet_jtj(in_dtype(G, dtype), z.to(dtype),
-                                   method=config.entropy_method, **options)
-    if config.entropy_cap is not None:
-        half_logdet = half_logdet.clamp(max=config.entropy_cap)
-    return (StandardNormal().entropy(z.shape[-1]) + half_logdet.mean()).float()
+    return entropy(in_dtype(G, dtype), z.to(dtype), method=config.entropy_method,
+                   cap=config.entropy_cap, **options).value.float()
 
 
 def regularizer_scale(step: int, config: GANConfig) -> float:
