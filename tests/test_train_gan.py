@@ -237,6 +237,11 @@ def test_old_checkpoints_without_new_fields_still_resume(tmp_path, ring):
     del saved["g_activation"], saved["reg_schedule"], saved["r1_weight"]
     assert config.mismatches(saved) == []
     assert tiny_config(g_activation="leaky_relu").mismatches(saved) == ["g_activation"]
+    # The message names the value the old run used (the default), not a missing one.
+    assert tiny_config(g_activation="leaky_relu").mismatch_details(saved) == (
+        "g_activation: checkpoint None, now 'leaky_relu'")
+    assert tiny_config(r1_weight=0.5).mismatch_details(saved) == (
+        "r1_weight: checkpoint 0.0, now 0.5")
 
 
 def test_relu_generator_is_rank_deficient_where_leaky_relu_is_not():

@@ -78,8 +78,8 @@ def load_checkpoint(path: str | Path, *, config: _Config, modules: dict[str, tor
     if payload["kind"] != type(config).__name__:
         raise CheckpointError(f"{path} was written by a {payload['kind']} run, "
                               f"not a {type(config).__name__} run")
-    if config.mismatches(payload["config"]):
-        details = config.mismatch_details(payload["config"])
+    details = config.mismatch_details(payload["config"])
+    if details:
         raise CheckpointError(f"{path} belongs to a different run ({details}). Use a new "
                               "output folder, or the original settings to resume.")
     try:

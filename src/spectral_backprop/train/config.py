@@ -47,8 +47,9 @@ class _Config:
         """Fields that may change when resuming (a decaying schedule pins ``steps``)."""
         return self.RESUMABLE
 
-    def mismatches(self, saved: dict[str, Any]) -> list[str]:
-        """Fields (outside :meth:`resumable`) whose value differs from a saved config.
+    def differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{field: (saved value, current value)}`` for fields outside :meth:`resumable`
+        that differ from a saved config.
 
         A field missing from ``saved`` (a run from before the field existed) counts as
         its default, which is what that run used. Values are compared as JSON (a tuple
@@ -57,17 +58,21 @@ class _Config:
         def as_json(values: dict[str, Any]) -> dict[str, Any]:
             return json.loads(json.dumps(values))
 
-        current, saved = as_json(self.to_dict()), as_json(saved)
-        defaults = as_json(type(self)().to_dict())
-        keys = (set(current) | set(saved)) - self.resumable()
-        return sorted(k for k in keys
-                      if current.get(k, "<missing>") != saved.get(k, defaults.get(k, "<missing>")))
+        current = as_json(self.to_dict())
+        old = as_json(type(self)().to_dict()) | as_json(saved)
+        keys = (set(current) | set(old)) - self.resumable()
+        return {k: (old.get(k, "<missing>"), current.get(k, "<missing>"))
+                for k in sorted(keys) if current.get(k, "<missing>") != old.get(k, "<missing>")}
+
+    def mismatches(self, saved: dict[str, Any]) -> list[str]:
+        """The fields of :meth:`differences`, sorted."""
+        return list(self.differences(saved))
 
     def mismatch_details(self, saved: dict[str, Any], label: str = "checkpoint") -> str:
-        """``"field: <label> old, now new; ..."`` for every field of :meth:`mismatches`."""
-        current = self.to_dict()
-        return "; ".join(f"{k}: {label} {saved.get(k)!r}, now {current.get(k)!r}"
-                         for k in self.mismatches(saved))
+        """``"field: <label> old, now new; ..."`` for every field of :meth:`differences`
+        (empty when the configs agree)."""
+        return "; ".join(f"{k}: {label} {old!r}, now {new!r}"
+                         for k, (old, new) in self.differences(saved).items())
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

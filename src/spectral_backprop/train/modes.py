@@ -112,12 +112,10 @@ def check_finished_run(run_dir: Path, config: GANConfig) -> None:
     A resumed summary must describe the protocol it is run with; without this check a
     folder of runs made under other settings would be summarised silently.
     """
-    saved = json.loads((run_dir / CONFIG).read_text())
-    if config.mismatches(saved):
-        raise CheckpointError(
-            f"{run_dir} was trained with other settings "
-            f"({config.mismatch_details(saved, label='run')}). Use a new output folder, "
-            "or the settings of those runs.")
+    details = config.mismatch_details(json.loads((run_dir / CONFIG).read_text()), label="run")
+    if details:
+        raise CheckpointError(f"{run_dir} was trained with other settings ({details}). Use a "
+                              "new output folder, or the settings of those runs.")
 
 
 def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
