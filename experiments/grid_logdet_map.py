@@ -17,7 +17,6 @@ lie above 0; writes ``training_grid_logdet_map.png``.
 from __future__ import annotations
 
 import argparse
-import copy
 import warnings
 from pathlib import Path
 
@@ -26,14 +25,15 @@ import torch
 from spectral_backprop._pyplot import pyplot
 from spectral_backprop.analysis.loading import load_gan_generator
 from spectral_backprop.spectral import SingularMetricWarning, logdet_jtj
-from spectral_backprop.train.modes import NUM_EVAL_SAMPLES
+from spectral_backprop.train.gan import in_dtype
+from spectral_backprop.train.modes import NUM_EVAL_SAMPLES, eval_seed
 
 CAP = 0.0  # the cap whose two sides the printout compares
 
 
 def half_logdet(G: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     """``½ log det JᵀJ`` per latent, in float64 (-inf where ``J`` is singular)."""
-    G64 = copy.deepcopy(G).double()
+    G64 = in_dtype(G, torch.float64)
     with torch.no_grad(), warnings.catch_warnings():
         # Singular latents are expected (ReLU); they are drawn black, not reported.
         warnings.simplefilter("ignore", SingularMetricWarning)
@@ -63,9 +63,9 @@ def main() -> None:
     for row, variant in zip(axes, variants, strict=True):
         run = args.folder / variant / f"seed{args.seed}"
         G, config, data = load_gan_generator(run)
-        # The evaluation's latents (seed 10,000 + run seed), as in eval.json.
-        z = torch.randn(NUM_EVAL_SAMPLES, 2,
-                        generator=torch.Generator().manual_seed(10_000 + args.seed))
+        # The evaluation's latents, as in eval.json.
+        z = torch.randn(NUM_EVAL_SAMPLES, G.latent_dim,
+                        generator=torch.Generator().manual_seed(eval_seed(config.seed)))
         with torch.no_grad():
             x = G(z).double()
         dist = torch.cdist(x, data.modes.double()).min(dim=1).values

@@ -10,10 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from spectral_backprop.analysis.loading import load_gan_generator
-from spectral_backprop.train.modes import NUM_EVAL_SAMPLES
+from spectral_backprop.train.modes import NUM_EVAL_SAMPLES, eval_seed, seeded_samples
 from spectral_backprop.train.plots import save_samples_png
 
 
@@ -28,11 +26,8 @@ def main() -> None:
         run = args.folder / variant / f"seed{args.seed}"
         G, config, data = load_gan_generator(run)
         figures = json.loads((run / "eval.json").read_text())
-        # The same latents as the evaluation (seed 10,000 + run seed).
-        z = torch.randn(NUM_EVAL_SAMPLES, 2,
-                        generator=torch.Generator().manual_seed(10_000 + args.seed))
-        with torch.no_grad():
-            x = G(z)
+        # The same latents as the evaluation.
+        x = seeded_samples(G, G.latent_dim, NUM_EVAL_SAMPLES, eval_seed(config.seed))
         beta = f"β = {config.entropy_weight}" + (
             f", R1 γ = {config.r1_weight}" if config.r1_weight else "") + (
             f", {config.reg_schedule} decay" if config.reg_schedule != "constant" else "")

@@ -21,7 +21,7 @@ from pathlib import Path
 from spectral_backprop.data import load_dataset
 from spectral_backprop.train import GANConfig
 from spectral_backprop.train.gan import train_gan
-from spectral_backprop.train.modes import PROTOCOL, evaluate_generator
+from spectral_backprop.train.modes import PROTOCOL, eval_seed, evaluate_generator
 
 
 def describe(config: dict) -> str:
@@ -96,7 +96,7 @@ def main() -> None:
             config = replace(base, entropy_weight=args.beta, seed=seed)
             result = train_gan(config, run_dir, resume=True, dataset=data)
             figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
-                                         data.mode_std, seed=10_000 + seed)
+                                         data.mode_std, seed=eval_seed(seed))
             eval_path.write_text(json.dumps(figures) + "\n")
         rows.append(figures)
         print(f"seed {seed}: {figures}", flush=True)

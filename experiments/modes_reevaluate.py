@@ -1,6 +1,6 @@
 """Recompute ``eval.json`` of every finished run of a ``spectral-backprop modes`` folder
 from its checkpoint, with the current :func:`~spectral_backprop.train.modes.mode_coverage`
-(same latents: seed 10,000 + run seed). Used to add the ``spread`` figure to runs made
+(same latents: ``eval_seed`` of the run's seed). Used to add the ``spread`` figure to runs made
 before it existed; the other figures must come out unchanged, and are checked.
 
 Usage: ``python experiments/modes_reevaluate.py runs/modes_grid_long``, then
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from spectral_backprop.analysis.loading import load_gan_generator
-from spectral_backprop.train.modes import evaluate_generator
+from spectral_backprop.train.modes import eval_seed, evaluate_generator
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
             except ValueError as err:  # e.g. a pilot saved under older config field names
                 print(f"{run}: skipped ({err})")
                 continue
-            new = evaluate_generator(G, 2, data.modes, data.mode_std, seed=10_000 + config.seed)
+            new = evaluate_generator(G, 2, data.modes, data.mode_std, seed=eval_seed(config.seed))
             old = json.loads(eval_path.read_text())
             for key, value in old.items():
                 same = (value == new[key]) or (math.isnan(value) and math.isnan(new[key]))

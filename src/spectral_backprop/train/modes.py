@@ -38,6 +38,11 @@ from spectral_backprop.train.run import CONFIG
 
 NUM_EVAL_SAMPLES = 2500
 
+
+def eval_seed(run_seed: int) -> int:
+    """Seed of a run's evaluation latents: fixed per run, apart from training seeds."""
+    return 10_000 + run_seed
+
 # The budget used by ``spectral-backprop modes`` (both variants share it): 100,000
 # training points, 2-D latent, MLP generator and discriminator, Adam with a cosine
 # learning-rate decay. On the grid the discriminator also has an R1 penalty, and both
@@ -147,7 +152,7 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
             else:
                 result = train_gan(config, run_dir, resume=resume, dataset=data)
                 figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
-                                             data.mode_std, seed=10_000 + seed)
+                                             data.mode_std, seed=eval_seed(seed))
                 (run_dir / "eval.json").write_text(json.dumps(figures) + "\n")
             per_seed[variant].append(figures)
             print(f"{variant:8s} seed {seed}: {figures}")
