@@ -20,8 +20,7 @@ from pathlib import Path
 
 from spectral_backprop.data import load_dataset
 from spectral_backprop.train import GANConfig
-from spectral_backprop.train.gan import train_gan
-from spectral_backprop.train.modes import PROTOCOL, eval_seed, evaluate_generator
+from spectral_backprop.train.modes import PROTOCOL, train_and_evaluate
 
 
 def describe(config: dict) -> str:
@@ -88,16 +87,8 @@ def main() -> None:
     data = load_dataset(args.dataset)
     rows = []
     for seed in args.seeds:
-        run_dir = args.out / f"seed{seed}"
-        eval_path = run_dir / "eval.json"
-        if eval_path.exists():
-            figures = json.loads(eval_path.read_text())
-        else:
-            config = replace(base, entropy_weight=args.beta, seed=seed)
-            result = train_gan(config, run_dir, resume=True, dataset=data)
-            figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
-                                         data.mode_std, seed=eval_seed(seed))
-            eval_path.write_text(json.dumps(figures) + "\n")
+        config = replace(base, entropy_weight=args.beta, seed=seed)
+        figures = train_and_evaluate(config, args.out / f"seed{seed}", data, resume=True)
         rows.append(figures)
         print(f"seed {seed}: {figures}", flush=True)
     means = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}

@@ -123,6 +123,26 @@ def check_finished_run(run_dir: Path, config: GANConfig) -> None:
                               "new output folder, or the settings of those runs.")
 
 
+def train_and_evaluate(config: GANConfig, run_dir: Path, data, resume: bool = False
+                       ) -> dict[str, float]:
+    """Train one run and write its :func:`mode_coverage` figures to ``run_dir/eval.json``.
+
+    With ``resume``, a finished run (one with ``eval.json``) is reused after
+    :func:`check_finished_run`, and an interrupted one continues from its checkpoint.
+    """
+    from spectral_backprop.train.gan import train_gan
+
+    eval_path = Path(run_dir) / "eval.json"
+    if resume and eval_path.exists():
+        check_finished_run(Path(run_dir), config)
+        return json.loads(eval_path.read_text())
+    result = train_gan(config, run_dir, resume=resume, dataset=data)
+    figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
+                                 data.mode_std, seed=eval_seed(config.seed))
+    eval_path.write_text(json.dumps(figures) + "\n")
+    return figures
+
+
 def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
               entropy_weight: float, resume: bool = False, first_seed: int = 0
               ) -> dict[str, Any]:
@@ -135,7 +155,6 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
     all of them with ``first_seed=0, resume=True`` (finished runs are not retrained).
     """
     from spectral_backprop.data import load_dataset
-    from spectral_backprop.train.gan import train_gan
 
     out = Path(out_dir)
     data = load_dataset(dataset, **base.data_options)
@@ -144,16 +163,7 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
     for seed in range(first_seed, seeds):
         for variant, beta in variants.items():
             config = replace(base, dataset=dataset, entropy_weight=beta, seed=seed)
-            run_dir = out / variant / f"seed{seed}"
-            done = (run_dir / "eval.json").exists() and resume
-            if done:
-                check_finished_run(run_dir, config)
-                figures = json.loads((run_dir / "eval.json").read_text())
-            else:
-                result = train_gan(config, run_dir, resume=resume, dataset=data)
-                figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
-                                             data.mode_std, seed=eval_seed(seed))
-                (run_dir / "eval.json").write_text(json.dumps(figures) + "\n")
+            figures = train_and_evaluate(config, out / variant / f"seed{seed}", data, resume)
             per_seed[variant].append(figures)
             print(f"{variant:8s} seed {seed}: {figures}")
     summary = {
