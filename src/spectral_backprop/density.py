@@ -109,7 +109,8 @@ def entropy(
     cap: float | None = None,
     **options,
 ) -> EntropyEstimate:
-    r"""Monte Carlo entropy of ``p_G``: ``H[p_Z] + ½ mean_b log det J(z_b)ᵀJ(z_b)``.
+    r"""Monte Carlo entropy of ``p_G``: ``H[p_Z] + ½ mean_b log det J(z_b)ᵀJ(z_b)``
+    (the area formula; Ramesh & LeCun 2018, arXiv 1806.00499, section 4).
 
     ``z`` must be samples of the prior (standard normal by default, whose entropy is
     known in closed form). The value is differentiable (use it as ``-β·H`` in a loss).

@@ -40,7 +40,8 @@ NUM_EVAL_SAMPLES = 2500
 
 
 def eval_seed(run_seed: int) -> int:
-    """Seed of a run's evaluation latents: fixed per run, apart from training seeds."""
+    """Seed of a run's evaluation latents, ``10,000 + run_seed``: fixed per run and apart
+    from the seeds that training uses (``run_seed`` and ``run_seed + 1``)."""
     return 10_000 + run_seed
 
 # The budget used by ``spectral-backprop modes`` (both variants share it): 100,000
