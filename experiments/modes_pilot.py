@@ -36,6 +36,9 @@ def describe(config: dict) -> str:
                      + (f" to 0 at {end:.0%}" if end < 1 else ""))
     if config["steps"] != PROTOCOL[config["dataset"]]["config"]["steps"]:
         parts.append(f"{config['steps']} steps")
+    if config.get("entropy_decay") is not None:
+        start, end = config["entropy_decay"]
+        parts.append(f"β alone decayed from {start:.0%} to 0 at {end:.0%}")
     if config.get("entropy_cap") is not None:
         parts.append(f"entropy cap {config['entropy_cap']}")
     return ", ".join(parts)

@@ -38,9 +38,12 @@ def main() -> None:
         extras += f", R1 γ = {cfg['r1_weight']}" if cfg.get("r1_weight") else ", no R1"
         if cfg.get("reg_schedule", "constant") != "constant":
             end = cfg.get("reg_decay_end", 1.0)
-            extras += (f", β and γ {cfg['reg_schedule']}-decayed to 0 from "
-                       f"{cfg['reg_decay_start']:.0%} of training"
+            window = cfg.get("entropy_decay")
+            extras += (f", {'γ' if window else 'β and γ'} {cfg['reg_schedule']}-decayed "
+                       f"to 0 from {cfg['reg_decay_start']:.0%} of training"
                        + (f" to {end:.0%}" if end < 1 else ""))
+            if window:
+                extras += f", β from {window[0]:.0%} to {window[1]:.0%}"
         print(f"\n**{name}** ({res['seeds']} seeds, β = {res['entropy_weight']}{extras}, "
               f"{cfg['steps']} steps, mean ± s.e.)\n")
         print("| variant | modes | high quality | reverse KL | spread (data: 0.97) |")

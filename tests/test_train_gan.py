@@ -161,6 +161,11 @@ def test_config_validation():
             GANConfig(reg_decay_start=0.3, reg_decay_end=end)
     with pytest.raises(ValueError, match="entropy_batch"):
         GANConfig(batch_size=8, entropy_weight=1.0, entropy_batch=16)
+    with pytest.raises(ValueError, match="entropy_decay needs reg_schedule"):
+        GANConfig(entropy_decay=(0.0, 0.5))
+    for window in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.1, 0.2, 0.3)):
+        with pytest.raises(ValueError, match="entropy_decay must be"):
+            GANConfig(reg_schedule="cosine", entropy_decay=window)
     with pytest.raises(ValueError, match="steps must be positive"):
         GANConfig(steps=0)
 
@@ -228,6 +233,28 @@ def test_decaying_regularizers_are_applied_and_logged(tmp_path, ring, monkeypatc
     expected = [gan_module.regularizer_scale(r["step"] - 1, config) for r in records]
     assert [r["reg_scale"] for r in records] == pytest.approx(expected)
     assert records[0]["reg_scale"] == 1.0 and records[-1]["reg_scale"] < 0.1
+
+
+def test_entropy_decay_window_acts_on_beta_alone(tmp_path, ring, monkeypatch):
+    # β decays over its own window (here: gone at 40% of training); γ keeps R1's.
+    config = tiny_config(entropy_weight=0.2, r1_weight=0.5, reg_schedule="linear",
+                         reg_decay_start=0.5, entropy_decay=[0.0, 0.4], steps=40,
+                         log_every=5)
+    assert config.entropy_decay == (0.0, 0.4) and "steps" not in config.resumable()
+    calls = []
+    real_entropy = gan_module.generator_entropy
+    monkeypatch.setattr(gan_module, "generator_entropy",
+                        lambda *a, **k: calls.append(1) or real_entropy(*a, **k))
+    train_gan(config, tmp_path, dataset=ring)
+    # β > 0 exactly for the updates before 40% of the steps: u = step/40 < 0.4.
+    assert len(calls) == 16
+    records = read_metrics(tmp_path)
+    betas = [0.2 * (1 - (r["step"] - 1) / 16) if r["step"] - 1 < 16 else 0.0
+             for r in records]
+    assert [r["beta"] for r in records] == pytest.approx(betas)
+    expected = [gan_module.regularizer_scale(r["step"] - 1, config) for r in records]
+    assert [r["reg_scale"] for r in records] == pytest.approx(expected)
+    assert records[-1]["reg_scale"] > 0  # R1 is still on when β is long gone
 
 
 def test_old_checkpoints_without_new_fields_still_resume(tmp_path, ring):
@@ -361,17 +388,20 @@ def test_truncated_entropy_matches_a_dense_reference():
     assert plain.item() == pytest.approx((prior_entropy + half_logdet.mean()).item(), rel=1e-6)
 
 
-def test_entropy_cap_flag_reaches_the_config():
+def test_entropy_flags_reach_the_config():
     from spectral_backprop.cli import build_parser
     from spectral_backprop.cli.train import config_from_args
 
     for command in ("train", "modes"):
         extra = ["--dataset", "grid"] if command == "modes" else []
         args = build_parser().parse_args([command, *extra, "--entropy-cap", "-0.5",
-                                          "--out", "x"])
-        assert config_from_args(args).entropy_cap == -0.5
+                                          "--reg-schedule", "cosine",
+                                          "--entropy-decay", "0", "0.5", "--out", "x"])
+        config = config_from_args(args)
+        assert config.entropy_cap == -0.5 and config.entropy_decay == (0.0, 0.5)
     args = build_parser().parse_args(["train", "--out", "x"])
-    assert config_from_args(args).entropy_cap is None
+    config = config_from_args(args)
+    assert config.entropy_cap is None and config.entropy_decay is None
 
 
 def test_modes_summary_refuses_runs_trained_under_other_settings(tmp_path, capsys):

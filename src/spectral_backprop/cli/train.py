@@ -31,7 +31,7 @@ def parse_key_values(items: list[str] | None, what: str) -> dict:
 _FIELDS = (
     "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
     "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "reg_schedule",
-    "reg_decay_start", "reg_decay_end", "entropy_batch", "entropy_method",
+    "reg_decay_start", "reg_decay_end", "entropy_decay", "entropy_batch", "entropy_method",
     "entropy_dtype", "entropy_cap", "seed", "log_every", "ckpt_every", "device",
 )
 
@@ -60,6 +60,9 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction of the steps after which they decay (default 0)")
     g.add_argument("--reg-decay-end", type=float, metavar="FRACTION",
                    help="fraction of the steps at which they reach 0 (default 1)")
+    g.add_argument("--entropy-decay", type=float, nargs=2, metavar=("START", "END"),
+                   help="decay the entropy weight alone over this window of fractions of "
+                        "the steps (default: with R1, over the window above)")
     g.add_argument("--entropy-batch", type=int, help="latents per entropy estimate (default 32)")
     g.add_argument("--entropy-method", help="exact (default) or a stochastic estimator")
     g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",

@@ -109,6 +109,11 @@ class GANConfig(_Config):
         reg_decay_start: fraction of ``steps`` at which the decay begins.
         reg_decay_end: fraction of ``steps`` at which it reaches 0 (default 1, the end
             of training); after it the run trains a plain GAN.
+        entropy_decay: ``None`` (default: β follows R1's window above) or a pair
+            ``(start, end)`` of fractions of ``steps``: β alone decays to 0 over this
+            window, with the same ``reg_schedule`` shape, while γ keeps its own. The
+            entropy term is for coverage early in training; after ``end`` the entropy
+            variant trains exactly as the plain GAN does.
         entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
             since the log det costs k Jacobian-vector products per sample).
         entropy_method: ``exact`` or a stochastic estimator of the core library.
@@ -144,6 +149,7 @@ class GANConfig(_Config):
     reg_schedule: str = "constant"
     reg_decay_start: float = 0.0
     reg_decay_end: float = 1.0
+    entropy_decay: tuple[float, float] | None = None
     entropy_batch: int = 32
     entropy_method: str = "exact"
     entropy_options: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +162,8 @@ class GANConfig(_Config):
     progress: bool = True
 
     def resumable(self) -> frozenset[str]:
-        decaying = self.lr_schedule == "cosine" or self.reg_schedule != "constant"
+        decaying = (self.lr_schedule == "cosine" or self.reg_schedule != "constant"
+                    or self.entropy_decay is not None)
         return self.RESUMABLE - {"steps"} if decaying else self.RESUMABLE
 
     def __post_init__(self):
@@ -174,6 +181,15 @@ class GANConfig(_Config):
         if not self.reg_decay_start < self.reg_decay_end <= 1.0:
             raise ValueError("reg_decay_end must be in (reg_decay_start, 1], got "
                              f"{self.reg_decay_end}")
+        if self.entropy_decay is not None:
+            self.entropy_decay = tuple(self.entropy_decay)
+            if self.reg_schedule == "constant":
+                raise ValueError("entropy_decay needs reg_schedule linear or cosine (the "
+                                 "shape of the decay), got constant")
+            if not (len(self.entropy_decay) == 2
+                    and 0.0 <= self.entropy_decay[0] < self.entropy_decay[1] <= 1.0):
+                raise ValueError("entropy_decay must be (start, end) with "
+                                 f"0 <= start < end <= 1, got {self.entropy_decay}")
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")

@@ -107,10 +107,12 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
                    cap=config.entropy_cap, **options).value.float()
 
 
-def regularizer_scale(step: int, config: GANConfig) -> float:
-    """Factor in [0, 1] on both regularisers (β and the R1 γ) at update ``step`` (0-based).
+def regularizer_scale(step: int, config: GANConfig,
+                      window: tuple[float, float] | None = None) -> float:
+    """Factor in [0, 1] on a regulariser (β or the R1 γ) at update ``step`` (0-based).
 
-    With ``u = step / steps``, ``s = reg_decay_start`` and ``e = reg_decay_end``, the
+    With ``u = step / steps`` and the decay window ``(s, e)`` (``window``, by default
+    ``(reg_decay_start, reg_decay_end)``; β uses ``config.entropy_decay`` when set), the
     factor is 1 for ``u ≤ s``, decays to 0 at ``u = e`` and stays 0 after it::
 
         linear:  1 − v            cosine:  ½(1 + cos πv),      v = min(1, (u − s)/(e − s))
@@ -124,10 +126,10 @@ def regularizer_scale(step: int, config: GANConfig) -> float:
     training in which the generator can still move.
     """
     u = step / config.steps
-    s = config.reg_decay_start
+    s, e = window or (config.reg_decay_start, config.reg_decay_end)
     if config.reg_schedule == "constant" or u <= s:
         return 1.0
-    v = min(1.0, (u - s) / (config.reg_decay_end - s))
+    v = min(1.0, (u - s) / (e - s))
     if config.reg_schedule == "linear":
         return 1.0 - v
     return 0.5 * (1.0 + math.cos(math.pi * v))
@@ -203,7 +205,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
                disable=not (config.progress and dd.is_main), desc="train", dynamic_ncols=True)
     for step in bar:
         scale = regularizer_scale(step, config)
-        beta, gamma = scale * config.entropy_weight, scale * config.r1_weight
+        beta = regularizer_scale(step, config, config.entropy_decay) * config.entropy_weight
+        gamma = scale * config.r1_weight
         # Discriminator: real batch vs detached fakes.
         D.requires_grad_(True)
         for _ in range(config.d_steps):
@@ -246,6 +249,8 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
                 values["entropy"] = ent.item()
             if config.reg_schedule != "constant":
                 values["reg_scale"] = scale
+            if config.entropy_decay is not None:
+                values["beta"] = beta
             metrics = {"step": done, **dd.mean(values),
                        "time": round(time.perf_counter() - t0, 3)}
             log.write(metrics)
