@@ -36,6 +36,9 @@ def describe(config: dict) -> str:
                      + (f" to 0 at {end:.0%}" if end < 1 else ""))
     if config["steps"] != PROTOCOL[config["dataset"]]["config"]["steps"]:
         parts.append(f"{config['steps']} steps")
+    protocol_batch = PROTOCOL[config["dataset"]]["config"]["entropy_batch"]
+    if config.get("entropy_batch", protocol_batch) != protocol_batch:
+        parts.append(f"entropy batch {config['entropy_batch']}")
     if config.get("entropy_decay") is not None:
         start, end = config["entropy_decay"]
         parts.append(f"β alone decayed from {start:.0%} to 0 at {end:.0%}")

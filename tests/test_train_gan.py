@@ -166,6 +166,10 @@ def test_config_validation():
     for window in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.1, 0.2, 0.3)):
         with pytest.raises(ValueError, match="entropy_decay must be"):
             GANConfig(reg_schedule="cosine", entropy_decay=window)
+    # R1's own window is no separate window: stored as None, so configs compare equal.
+    same = GANConfig(reg_schedule="cosine", reg_decay_start=0.5, entropy_decay=[0.5, 1.0])
+    assert same.entropy_decay is None
+    assert not same.differences(GANConfig(reg_schedule="cosine", reg_decay_start=0.5).to_dict())
     with pytest.raises(ValueError, match="steps must be positive"):
         GANConfig(steps=0)
 
@@ -389,7 +393,7 @@ def test_truncated_entropy_matches_a_dense_reference():
 
 
 def test_entropy_flags_reach_the_config():
-    from spectral_backprop.cli import build_parser
+    from spectral_backprop.cli import CLIError, build_parser
     from spectral_backprop.cli.train import config_from_args
 
     for command in ("train", "modes"):
@@ -402,6 +406,14 @@ def test_entropy_flags_reach_the_config():
     args = build_parser().parse_args(["train", "--out", "x"])
     config = config_from_args(args)
     assert config.entropy_cap is None and config.entropy_decay is None
+    # "off" undoes a window that a base config (the modes protocol) sets.
+    args = build_parser().parse_args(["modes", "--dataset", "grid", "--entropy-decay", "off",
+                                      "--out", "x"])
+    assert config_from_args(args, base={"entropy_decay": (0.0, 0.5)}).entropy_decay is None
+    for bad in (["0.5"], ["a", "b"], ["0", "0.5", "1"]):
+        args = build_parser().parse_args(["train", "--entropy-decay", *bad, "--out", "x"])
+        with pytest.raises(CLIError, match="--entropy-decay takes START END or off"):
+            config_from_args(args)
 
 
 def test_modes_summary_refuses_runs_trained_under_other_settings(tmp_path, capsys):

@@ -31,9 +31,21 @@ def parse_key_values(items: list[str] | None, what: str) -> dict:
 _FIELDS = (
     "dataset", "arch", "latent_dim", "width", "depth", "g_activation", "steps", "batch_size",
     "d_steps", "lr_g", "lr_d", "lr_schedule", "r1_weight", "entropy_weight", "reg_schedule",
-    "reg_decay_start", "reg_decay_end", "entropy_decay", "entropy_batch", "entropy_method",
+    "reg_decay_start", "reg_decay_end", "entropy_batch", "entropy_method",
     "entropy_dtype", "entropy_cap", "seed", "log_every", "ckpt_every", "device",
 )
+
+
+def _entropy_decay(words: list[str]) -> tuple[float, float] | None:
+    """``--entropy-decay START END`` as a pair, ``--entropy-decay off`` as ``None``."""
+    if words == ["off"]:
+        return None
+    try:
+        start, end = map(float, words)
+    except ValueError:
+        raise CLIError(f"--entropy-decay takes START END or off, got {' '.join(words)!r}"
+                       ) from None
+    return start, end
 
 
 def add_gan_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,9 +72,10 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction of the steps after which they decay (default 0)")
     g.add_argument("--reg-decay-end", type=float, metavar="FRACTION",
                    help="fraction of the steps at which they reach 0 (default 1)")
-    g.add_argument("--entropy-decay", type=float, nargs=2, metavar=("START", "END"),
+    g.add_argument("--entropy-decay", nargs="+", metavar="START END | off",
                    help="decay the entropy weight alone over this window of fractions of "
-                        "the steps (default: with R1, over the window above)")
+                        "the steps; off: with R1, over the window above (the default of "
+                        "train)")
     g.add_argument("--entropy-batch", type=int, help="latents per entropy estimate (default 32)")
     g.add_argument("--entropy-method", help="exact (default) or a stochastic estimator")
     g.add_argument("--entropy-option", action="append", metavar="KEY=VALUE",
@@ -92,6 +105,8 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None):
     for name in _FIELDS:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
+    if getattr(args, "entropy_decay", None) is not None:
+        values["entropy_decay"] = _entropy_decay(args.entropy_decay)
     if getattr(args, "entropy_option", None):
         values["entropy_options"] = parse_key_values(args.entropy_option, "--entropy-option")
     data_options = parse_key_values(getattr(args, "data_option", None), "--data-option")

@@ -113,7 +113,8 @@ class GANConfig(_Config):
             ``(start, end)`` of fractions of ``steps``: β alone decays to 0 over this
             window, with the same ``reg_schedule`` shape, while γ keeps its own. The
             entropy term is for coverage early in training; after ``end`` the entropy
-            variant trains exactly as the plain GAN does.
+            variant trains exactly as the plain GAN does. A window equal to R1's is
+            stored as ``None``.
         entropy_batch: latents per step on which ``H`` is estimated (a sub-batch,
             since the log det costs k Jacobian-vector products per sample).
         entropy_method: ``exact`` or a stochastic estimator of the core library.
@@ -190,6 +191,10 @@ class GANConfig(_Config):
                     and 0.0 <= self.entropy_decay[0] < self.entropy_decay[1] <= 1.0):
                 raise ValueError("entropy_decay must be (start, end) with "
                                  f"0 <= start < end <= 1, got {self.entropy_decay}")
+            if self.entropy_decay == (self.reg_decay_start, self.reg_decay_end):
+                # R1's own window: the same run as no separate window, stored the same
+                # way so that config comparisons see them as equal.
+                self.entropy_decay = None
         if self.entropy_dtype not in ("float32", "float64"):
             raise ValueError(
                 f"entropy_dtype must be float32 or float64, got {self.entropy_dtype!r}")
