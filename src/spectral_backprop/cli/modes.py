@@ -43,8 +43,9 @@ def add_parser(subparsers) -> None:
                     "same budget, several seeds. Writes OUT/results.json (mean and standard "
                     "error per variant, plus the within-mode spread) and one run folder per "
                     "variant and seed. Defaults per data set (docs/training.md): grid, 20,000 "
-                    "steps, R1 gamma 0.1 and beta 0.003, both cosine-decayed over the second "
-                    "half; ring, 10,000 steps, beta 0.03. Any flag below overrides them.",
+                    "steps, R1 gamma 0.1 cosine-decayed over the second half, beta 0.01 "
+                    "cosine-decayed over the first half; ring, 10,000 steps, beta 0.03. Any "
+                    "flag below overrides them.",
     )
     p.add_argument("--dataset", choices=["ring", "grid"], required=True)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (default 5)")
