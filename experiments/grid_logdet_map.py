@@ -11,7 +11,7 @@ Usage::
 
 Prints, per variant, the share of non-high-quality (non-HQ) evaluation samples among
 those with ``½ log det JᵀJ`` above and below 0, and the share of the non-HQ samples that
-lie above 0; writes ``training_grid_logdet_map.png``.
+lie above 0; writes ``training_logdet_map_<folder name>.png``.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
         fig.colorbar(points, ax=ax, shrink=0.8)
     fig.suptitle(f"{args.folder.name}, seed {args.seed}")
     fig.tight_layout()
-    path = args.out / "training_grid_logdet_map.png"
+    path = args.out / f"training_logdet_map_{args.folder.name}.png"
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
 
