@@ -163,8 +163,8 @@ class GANConfig(_Config):
     progress: bool = True
 
     def resumable(self) -> frozenset[str]:
-        decaying = (self.lr_schedule == "cosine" or self.reg_schedule != "constant"
-                    or self.entropy_decay is not None)
+        # entropy_decay needs a decaying reg_schedule, so it is covered here too.
+        decaying = self.lr_schedule == "cosine" or self.reg_schedule != "constant"
         return self.RESUMABLE - {"steps"} if decaying else self.RESUMABLE
 
     def __post_init__(self):

@@ -117,6 +117,8 @@ def regularizer_scale(step: int, config: GANConfig,
 
         linear:  1 − v            cosine:  ½(1 + cos πv),      v = min(1, (u − s)/(e − s))
 
+    (the cosine shape of Loshchilov & Hutter's SGDR, arXiv 1608.03983, without restarts).
+
     Why decay: both regularisers trade sharpness for coverage. The generator's optimum
     under ``KL(p_G‖p_data) − β′H[p_G]`` is the tempered ``p_data^{1/(1+β′)}``, broader
     than the data, and an R1-smoothed discriminator cannot resolve modes narrower than
