@@ -21,7 +21,7 @@ from torch import Tensor
 from .linalg.jacobian import Generator
 from .spectral import logdet_jtj
 
-__all__ = ["StandardNormal", "entropy", "implicit_log_prob", "prior_log_prob"]
+__all__ = ["StandardNormal", "entropy", "implicit_log_prob", "prior_log_prob", "seeded_samples"]
 
 
 class StandardNormal:
@@ -42,6 +42,16 @@ class StandardNormal:
 
     def __repr__(self) -> str:
         return "StandardNormal()"
+
+
+@torch.no_grad()
+def seeded_samples(G: Generator, latent_dim: int, num_samples: int, seed: int) -> Tensor:
+    """Samples ``G(z)`` of ``p_G``, ``z ~ N(0, I)`` drawn on the CPU from a generator seeded
+    with ``seed`` (so the same on every device), evaluated on ``G``'s device; returned on the CPU.
+    """
+    z = torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(seed))
+    params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
+    return G(z.to(params[0].device) if params else z).cpu()
 
 
 def prior_log_prob(prior: object | None, z: Tensor) -> Tensor:
