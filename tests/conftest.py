@@ -1,4 +1,7 @@
-"""Shared test set-up: seeded RNGs, float64 helpers, tiny generators."""
+"""Shared test set-up: seeded RNGs, one-thread and float64 fixtures.
+
+Helpers that tests import (tiny generators, ...) live in ``helpers.py``.
+"""
 
 from __future__ import annotations
 
@@ -37,25 +40,3 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
-
-
-def mlp_generator(k: int = 3, n: int = 7, hidden: int = 16, dtype=torch.float64) -> torch.nn.Module:
-    """A small smooth MLP generator R^k -> R^n."""
-    return torch.nn.Sequential(
-        torch.nn.Linear(k, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n)
-    ).to(dtype)
-
-
-class ConvGenerator(torch.nn.Module):
-    """A tiny DCGAN-shaped generator R^k -> R^{1×8×8}."""
-
-    def __init__(self, k: int = 4, dtype=torch.float64):
-        super().__init__()
-        self.fc = torch.nn.Linear(k, 8 * 4 * 4)
-        self.up = torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
-        self.out = torch.nn.Conv2d(4, 1, 3, padding=1)
-        self.to(dtype)
-
-    def forward(self, z):
-        h = torch.tanh(self.fc(z)).view(-1, 8, 4, 4)
-        return torch.tanh(self.out(torch.nn.functional.softplus(self.up(h))))

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import ConvGenerator, mlp_generator
+from helpers import ConvGenerator, mlp_generator
 from spectral_backprop import implicit_log_prob
 from spectral_backprop.analysis import (
     METHODS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import mlp_generator
+from helpers import mlp_generator
 from spectral_backprop.geometry import (
     eigen_path,
     global_directions,

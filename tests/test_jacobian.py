@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import ConvGenerator, mlp_generator
+from helpers import ConvGenerator, mlp_generator
 from spectral_backprop import jacobian, metric_matvec
 from spectral_backprop.linalg import dense_jacobian
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import ConvGenerator, mlp_generator
+from helpers import ConvGenerator, mlp_generator
 from spectral_backprop import (
     SingularMetricWarning,
     SpectralFunction,

@@ -7,7 +7,7 @@ Budgets are stated per test: ``num_probes`` random vectors, each with at most
 import pytest
 import torch
 
-from conftest import ConvGenerator, mlp_generator
+from helpers import ConvGenerator, mlp_generator
 from spectral_backprop import SpectralFunction, implicit_log_prob, logdet_jtj, spectral_sum
 from spectral_backprop.spectral import (
     METHODS,
