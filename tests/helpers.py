@@ -1,8 +1,20 @@
-"""Helpers shared by the tests: tiny generators with known Jacobians and shapes."""
+"""Helpers shared by the tests.
+
+* tiny generators: :func:`mlp_generator`, :class:`ConvGenerator`;
+* gradient flattening: :func:`gradients`, :func:`flat_gradient`;
+* analytic generators with a known ``log det JᵀJ``: :func:`linear_generator`,
+  :func:`linear_problem`, and the manifolds :func:`sphere`, :func:`torus`, :func:`helix`;
+* :func:`check_estimator_convergence` for stochastic estimators.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
 import torch
+from torch import Tensor
 
 
 def mlp_generator(k: int = 3, n: int = 7, hidden: int = 16, dtype=torch.float64) -> torch.nn.Module:
@@ -25,3 +37,178 @@ class ConvGenerator(torch.nn.Module):
     def forward(self, z):
         h = torch.tanh(self.fc(z)).view(-1, 8, 4, 4)
         return torch.tanh(self.out(torch.nn.functional.softplus(self.up(h))))
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def _inputs(G, z: Tensor) -> list[Tensor]:
+    params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
+    return [z, *params]
+
+
+def gradients(value: Tensor, G, z: Tensor) -> list[Tensor]:
+    """``∂ Σ value / ∂[z, *G.parameters()]``, zeros for inputs ``value`` does not use.
+
+    (The output bias of a generator does not enter ``J``: autograd returns ``None`` there.)
+    """
+    inputs = _inputs(G, z)
+    grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
+
+
+def flat_gradient(value: Tensor, G, z: Tensor) -> Tensor:
+    """:func:`gradients` flattened into one vector, ``z`` first."""
+    return torch.cat([g.flatten() for g in gradients(value, G, z)])
+
+
+# ---------------------------------------------------------------- analytic generators
+
+
+def linear_generator(n: int = 6, k: int = 3) -> tuple[torch.nn.Linear, Tensor]:
+    """``G(z) = Az + b`` with well-separated singular values ``k, k−1, …, 1``.
+
+    ``log det JᵀJ = 2 Σ log s_i = 2 log k!`` everywhere; ``G.latent_dim = k``. Draws from
+    the global RNG (seeded per test).
+    """
+    U, _ = torch.linalg.qr(torch.randn(n, k, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(k, k, dtype=torch.float64))
+    s = torch.arange(k, 0, -1, dtype=torch.float64)
+    A = U @ torch.diag(s) @ V.T
+    G = torch.nn.Linear(k, n).double()
+    with torch.no_grad():
+        G.weight.copy_(A)
+    G.latent_dim = k
+    return G, A
+
+
+@dataclass
+class LinearProblem:
+    """Rows of copies of ``z ↦ A z`` with prescribed singular values ``s``.
+
+    Attributes:
+        G: ``z[rows, k] ↦ A_b z_b``; every row has its own copy ``A[rows, n, k]`` of ``A₀``,
+            so one batched call gives ``rows`` independent estimates of the gradient.
+        A: the copies, ``requires_grad``.
+        z: ``zeros[rows, k]`` (a linear map has the same metric everywhere).
+        logdet: ``log det A₀ᵀA₀ = 2 Σ log s_i``.
+        grad: ``∂ log det(AᵀA)/∂A = 2 A⁺ᵀ``, ``[n, k]``.
+    """
+
+    G: Callable[[Tensor], Tensor]
+    A: Tensor
+    z: Tensor
+    logdet: float
+    grad: Tensor
+
+
+def linear_problem(s: Tensor, rows: int, seed: int = 0, extra_rows: int = 6) -> LinearProblem:
+    """A :class:`LinearProblem` with singular values ``s`` (``n = len(s) + extra_rows``)."""
+    g = torch.Generator().manual_seed(seed)
+    k, n = len(s), len(s) + extra_rows
+    U = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64)).Q
+    A0 = (U * s) @ V.T
+    A = A0.repeat(rows, 1, 1).requires_grad_()
+    G = lambda z: torch.einsum("bnk,bk->bn", A, z)  # noqa: E731
+    z = torch.zeros(rows, k, dtype=torch.float64)
+    return LinearProblem(G, A, z, 2 * s.log().sum().item(), 2 * torch.linalg.pinv(A0).T)
+
+
+@dataclass
+class Manifold:
+    """A parametrised surface or curve with its known area element.
+
+    ``half_logdet(z) = ½ log det J(z)ᵀJ(z) = log`` of the k-volume element at ``z``.
+    """
+
+    G: Callable[[Tensor], Tensor]
+    half_logdet: Callable[[Tensor], Tensor]
+
+
+def sphere(r: Tensor | float) -> Manifold:
+    """The sphere of radius ``r`` in (θ, φ): ``dA = r² sin θ dθ dφ``."""
+
+    def G(u):
+        th, ph = u[:, 0], u[:, 1]
+        return r * torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], 1)
+
+    log_r = torch.log(r) if isinstance(r, Tensor) else math.log(r)
+    return Manifold(G, lambda z: 2 * log_r + torch.log(torch.sin(z[:, 0])))
+
+
+def torus(R: float = 2.0, a: float = 0.5) -> Manifold:
+    """The torus with radii ``R > a``: ``dA = a (R + a cos t) ds dt``."""
+
+    def G(u):
+        s, t = u[:, 0], u[:, 1]
+        w = R + a * t.cos()
+        return torch.stack([w * s.cos(), w * s.sin(), a * t.sin()], 1)
+
+    return Manifold(G, lambda z: torch.log(a * (R + a * torch.cos(z[:, 1]))))
+
+
+def helix() -> Manifold:
+    """The curve ``(cos t, sin t, t²/2)``: speed ``|γ'(t)| = √(1 + t²)``."""
+
+    def G(u):
+        t = u[:, 0]
+        return torch.stack([t.cos(), t.sin(), 0.5 * t * t], 1)
+
+    return Manifold(G, lambda z: torch.log(torch.sqrt(1 + z[:, 0] ** 2)))
+
+
+# ---------------------------------------------------------------- stochastic estimators
+
+
+def check_estimator_convergence(
+    estimate: Callable[[int, int], Tensor],
+    truth: Tensor,
+    *,
+    num_probes: Sequence[int] = (2, 8, 32),
+    seeds: Iterable[int] = range(4),
+    slack: float = 1.5,
+    max_z: float = 4.5,
+    budget: float | None = None,
+) -> dict[int, float]:
+    """Assert that a stochastic estimator is unbiased and its error falls like ``1/√p``.
+
+    ``estimate(p, seed)`` returns independent estimates with ``p`` probes each along
+    its first dimension (e.g. rows of a batch of copies of one latent, each drawing its
+    own probes), of quantities that broadcast against ``truth`` on the other dimensions
+    (a scalar, or the entries of a gradient). Over all seeds, for every ``p``:
+
+    * **unbiased:** the mean error of each quantity is within ``max_z`` of its
+      standard errors (a z-test; ``4.5`` keeps false alarms below 1e-5 per quantity);
+    * **falls like 1/√p:** the RMS error ``e(p)`` over draws and quantities is at most
+      ``slack · e(p₀) · √(p₀/p)``, ``p₀`` the smallest count. An unbiased estimator has
+      ``e(p) = σ/√p``; a bias levels it off. The RMS of ``N`` draws is off by about
+      ``1/√(2N)`` relative, so ``slack = 1.5`` leaves room from ``N ≈ 50`` draws on;
+    * **budget:** ``e(p_max) ≤ budget`` when one is given.
+
+    Returns ``{p: e(p)}``.
+    """
+    seeds = list(seeds)
+    errors = {}
+    for p in num_probes:
+        err = torch.cat([estimate(p, seed).detach() - truth for seed in seeds])
+        n = err.shape[0]
+        z_scores = err.mean(0).abs() / (err.std(0) / math.sqrt(n)).clamp_min(1e-300)
+        assert bool((z_scores <= max_z).all()), (
+            f"mean error at {p} probes is {z_scores.max().item():.3g} standard errors from 0 "
+            f"over {n} estimates (allowed {max_z}): the estimator is biased"
+        )
+        errors[p] = err.pow(2).mean().sqrt().item()
+    p0 = min(num_probes)
+    for p, e in errors.items():
+        allowed = slack * errors[p0] * math.sqrt(p0 / p)
+        assert e <= allowed, (
+            f"error {e:.3g} at {p} probes does not fall like 1/√p from {errors[p0]:.3g} at "
+            f"{p0} probes (allowed {allowed:.3g}): the estimator is biased. All: {errors}"
+        )
+    if budget is not None:
+        p_max = max(num_probes)
+        assert errors[p_max] <= budget, (
+            f"error {errors[p_max]:.3g} at {p_max} probes exceeds the budget {budget:.3g}"
+        )
+    return errors

@@ -36,7 +36,7 @@ def test_entropy_of_scaled_gaussian_and_its_gradient():
     h = entropy(lambda u: s * u, torch.randn(16, k, dtype=torch.float64))
     expected = 0.5 * k * (1 + math.log(2 * math.pi)) + k * math.log(2.0)
     assert h.value.item() == pytest.approx(expected)
-    assert h.stderr.item() == pytest.approx(0.0, abs=1e-12)
+    assert h.std_error.item() == pytest.approx(0.0, abs=1e-12)
     (g,) = torch.autograd.grad(h.value, s)
     assert g.item() == pytest.approx(k / 2.0)
 

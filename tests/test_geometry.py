@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import mlp_generator
+from helpers import linear_generator, mlp_generator
 from spectral_backprop.geometry import (
     eigen_path,
     global_directions,
@@ -16,19 +16,7 @@ from spectral_backprop.geometry import (
     traverse,
 )
 from spectral_backprop.linalg import dense_metric
-
-
-def linear_generator(n: int = 6, k: int = 3) -> tuple[torch.nn.Linear, torch.Tensor]:
-    """``G(z) = Az + b`` with well-separated singular values 3, 2, 1 (, ...)."""
-    U, _ = torch.linalg.qr(torch.randn(n, k, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(k, k, dtype=torch.float64))
-    s = torch.arange(k, 0, -1, dtype=torch.float64)
-    A = U @ torch.diag(s) @ V.T
-    G = torch.nn.Linear(k, n).double()
-    with torch.no_grad():
-        G.weight.copy_(A)
-    G.latent_dim = k
-    return G, A
+from spectral_backprop.spectral import latent_metric
 
 
 def same_up_to_sign(V: torch.Tensor, W: torch.Tensor, atol: float = 1e-8) -> bool:
@@ -54,6 +42,16 @@ def test_principal_directions_orthonormal_and_match_dense_metric():
     M = dense_metric(G, z).detach()
     torch.testing.assert_close(M @ V, V * lam[:, None, :])
     assert (lam[:, :-1] >= lam[:, 1:]).all()
+
+
+def test_principal_directions_is_latent_metric_without_a_graph():
+    G = mlp_generator(k=4, n=9)
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    lam, V = principal_directions(G, z, 2, chunk_size=3)
+    lam_ref, V_ref = latent_metric(G, z, top=2)
+    assert not lam.requires_grad and lam_ref.requires_grad
+    torch.testing.assert_close(lam, lam_ref.detach())
+    torch.testing.assert_close(V, V_ref.detach())
 
 
 def test_global_directions_linear_and_average():

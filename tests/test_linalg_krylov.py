@@ -9,6 +9,7 @@ from spectral_backprop.linalg.cg import conjugate_gradient
 from spectral_backprop.linalg.chebyshev import (
     chebyshev_coefficients,
     chebyshev_degree,
+    chebyshev_error,
     chebyshev_recurrence,
 )
 from spectral_backprop.linalg.lanczos import (
@@ -97,6 +98,30 @@ def test_chebyshev_series_and_degree_follow_the_condition_number():
     ill = chebyshev_degree(torch.log, a[:1], b[:1], 1e-6, 400)
     assert well < ill <= 400  # κ = 4 vs κ = 200
     assert chebyshev_degree(torch.log, a[:1], b[:1], 1e-12, 5) == 6  # "not enough" sentinel
+
+
+def test_chebyshev_degree_of_several_functions_suffices_for_each():
+    a = torch.tensor([0.01, 0.5], dtype=torch.float64)
+    b = torch.tensor([2.0, 2.0], dtype=torch.float64)
+    fns = [torch.log, torch.rsqrt, torch.reciprocal]
+    single = [chebyshev_degree(f, a, b, 1e-6, 400) for f in fns]
+    assert chebyshev_degree(fns, a, b, 1e-6, 400) == max(single)
+    errors = chebyshev_error(fns, a, b, 50)
+    torch.testing.assert_close(
+        errors, torch.stack([chebyshev_error(f, a, b, 50) for f in fns]).amax(0), rtol=0, atol=0
+    )
+    assert chebyshev_degree(fns, a, b, 1e-12, 5) == 6  # the "not enough" sentinel
+
+
+def test_lanczos_quadrature_eigenvectors_give_the_nodes_and_weights():
+    A = spd(2, 6)
+    dec = lanczos(as_matvec(A), torch.randn(2, 6, 2, dtype=torch.float64), 4)
+    theta, w = lanczos_quadrature(dec.alpha, dec.beta, dec.steps)
+    theta2, w2, S = lanczos_quadrature(dec.alpha, dec.beta, dec.steps, eigenvectors=True)
+    assert torch.equal(theta, theta2) and torch.equal(w, w2)
+    torch.testing.assert_close(S[..., 0, :] ** 2, w)
+    T = (S * theta[..., None, :]) @ S.mT
+    torch.testing.assert_close(T.diagonal(dim1=-2, dim2=-1), dec.alpha)
 
 
 def test_chebyshev_recurrence_matches_dense_and_certifies_the_interval():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import ConvGenerator, mlp_generator
+from helpers import ConvGenerator, gradients, helix, mlp_generator, sphere, torus
 from spectral_backprop import (
     SingularMetricWarning,
     SpectralFunction,
@@ -18,13 +18,6 @@ from spectral_backprop.linalg import dense_spectral_sum
 G_FUNCS = {"logdet": torch.log, "trace": lambda x: x, "nuclear": torch.sqrt}
 
 
-def _grads(value, G, z):
-    inputs = [z, *G.parameters()]
-    grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
-    # The output bias does not enter J: its gradient is zero (None from autograd).
-    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
-
-
 @pytest.mark.parametrize("fn", sorted(G_FUNCS))
 @pytest.mark.parametrize("make,k", [(mlp_generator, 3), (ConvGenerator, 4)])
 @pytest.mark.parametrize("chunk_size", [None, 2])
@@ -34,7 +27,7 @@ def test_values_and_gradients_match_dense_autograd(fn, make, k, chunk_size):
     ours = spectral_sum(G, z, fn, chunk_size=chunk_size)
     ref = dense_spectral_sum(G, z, G_FUNCS[fn])
     torch.testing.assert_close(ours, ref)
-    for a, b in zip(_grads(ours, G, z), _grads(ref, G, z), strict=True):
+    for a, b in zip(gradients(ours, G, z), gradients(ref, G, z), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -51,7 +44,7 @@ def test_user_spectral_function():
     ours = spectral_sum(G, z, Square())
     ref = dense_spectral_sum(G, z, lambda x: x * x)
     torch.testing.assert_close(ours, ref)
-    torch.testing.assert_close(_grads(ours, G, z)[1], _grads(ref, G, z)[1])
+    torch.testing.assert_close(gradients(ours, G, z)[1], gradients(ref, G, z)[1])
 
 
 def test_unknown_function_and_method_are_refused():
@@ -92,16 +85,11 @@ def test_linear_map():
 
 def test_sphere_area_element():
     r = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
-
-    def sphere(u):
-        th, ph = u[:, 0], u[:, 1]
-        return r * torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], 1)
-
+    surface = sphere(r)
     z = torch.stack([torch.linspace(0.3, 2.8, 6), torch.linspace(-3, 3, 6)], 1).double()
     z.requires_grad_(True)
-    half = 0.5 * logdet_jtj(sphere, z)
-    # dA = r² sin θ dθ dφ
-    expected = 2 * torch.log(r) + torch.log(torch.sin(z[:, 0]))
+    half = 0.5 * logdet_jtj(surface.G, z)
+    expected = surface.half_logdet(z)  # dA = r² sin θ dθ dφ
     torch.testing.assert_close(half, expected)
     g = torch.autograd.grad(half.sum(), [z, r])
     ge = torch.autograd.grad(expected.sum(), [z, r])
@@ -110,26 +98,16 @@ def test_sphere_area_element():
 
 
 def test_torus_area_element():
-    R, a = 2.0, 0.5
-
-    def torus(u):
-        s, t = u[:, 0], u[:, 1]
-        w = R + a * t.cos()
-        return torch.stack([w * s.cos(), w * s.sin(), a * t.sin()], 1)
-
+    surface = torus(R=2.0, a=0.5)
     z = torch.rand(8, 2, dtype=torch.float64) * 2 * math.pi
-    expected = torch.log(a * (R + a * torch.cos(z[:, 1])))
-    torch.testing.assert_close(0.5 * logdet_jtj(torus, z), expected)
+    torch.testing.assert_close(0.5 * logdet_jtj(surface.G, z), surface.half_logdet(z))
 
 
 def test_curve_speed():
-    def helix(u):
-        t = u[:, 0]
-        return torch.stack([t.cos(), t.sin(), 0.5 * t * t], 1)
-
+    curve = helix()
     z = torch.randn(5, 1, dtype=torch.float64)
-    speed = torch.sqrt(1 + z[:, 0] ** 2)  # |γ'(t)| = sqrt(sin² + cos² + t²)
-    torch.testing.assert_close(0.5 * logdet_jtj(helix, z), torch.log(speed))
+    # |γ'(t)| = sqrt(sin² + cos² + t²)
+    torch.testing.assert_close(0.5 * logdet_jtj(curve.G, z), curve.half_logdet(z))
 
 
 def test_elementwise_bijection_k_equals_n():
@@ -188,11 +166,11 @@ def test_chunk_size_and_batch_composition_invariance():
     G = ConvGenerator()
     z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     full = logdet_jtj(G, z)
-    gfull = _grads(full, G, z)
+    gfull = gradients(full, G, z)
     for cs in (1, 3, 4, 100):
         v = logdet_jtj(G, z, chunk_size=cs)
         torch.testing.assert_close(v, full)
-        for a, b in zip(_grads(v, G, z), gfull, strict=True):
+        for a, b in zip(gradients(v, G, z), gfull, strict=True):
             torch.testing.assert_close(a, b)
     perm = torch.tensor([3, 0, 4, 1, 2])
     torch.testing.assert_close(logdet_jtj(G, z[perm]), full[perm])
@@ -271,7 +249,7 @@ def test_latent_metric_eigenvalue_gradients_match_dense():
     lam, _ = latent_metric(G, z)
     ref = dense_spectral_sum(G, z, lambda x: x.log())
     torch.testing.assert_close(lam.log().sum(1), ref)
-    torch.testing.assert_close(_grads(lam.log().sum(1), G, z)[0], _grads(ref, G, z)[0])
+    torch.testing.assert_close(gradients(lam.log().sum(1), G, z)[0], gradients(ref, G, z)[0])
 
 
 def test_cholesky_fast_path_agrees_with_eigh_and_defers_when_unsure():

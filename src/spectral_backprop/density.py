@@ -13,13 +13,13 @@ the usual change of variables, ``½ log det JᵀJ = log |det J|``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .linalg.jacobian import Generator
-from .spectral import logdet_jtj
+from .spectral import SpectralEstimate, logdet_jtj
+from .stats import standard_error
 
 __all__ = ["StandardNormal", "entropy", "implicit_log_prob", "prior_log_prob", "seeded_samples"]
 
@@ -77,7 +77,7 @@ def prior_log_prob(prior: object | None, z: Tensor) -> Tensor:
 
 def implicit_log_prob(
     G: Generator, z: Tensor, *, prior: object | None = None, method: str = "exact", **options
-) -> Tensor:
+) -> Tensor | SpectralEstimate:
     r"""``log p_Z(z) − ½ log det(JᵀJ)``: the log density ``G`` assigns to its output ``G(z)``.
 
     Differentiable with respect to ``z`` and to every tensor ``G`` uses; the log det
@@ -88,7 +88,8 @@ def implicit_log_prob(
         z: latents ``[B, k]``.
         prior: any object with ``log_prob``; default :class:`StandardNormal`.
         method: estimator of the log det (``"exact"`` or a stochastic method).
-        **options: passed to the estimator.
+        **options: passed to the estimator. With ``return_info=True`` the result is a
+            :class:`SpectralEstimate` whose standard error is half the log det's.
 
     Returns:
         ``Tensor[B]`` in nats, with respect to ``k``-dimensional volume on the manifold.
@@ -99,15 +100,16 @@ def implicit_log_prob(
         >>> implicit_log_prob(lambda z: 2 * z, z)  # N(0, 4 I) at 0: -log(2π) - log 4
         tensor([-3.2242])
     """
-    return prior_log_prob(prior, z) - 0.5 * logdet_jtj(G, z, method=method, **options)
+    log_prior = prior_log_prob(prior, z)
+    logdet = logdet_jtj(G, z, method=method, **options)
+    if isinstance(logdet, SpectralEstimate):
+        return SpectralEstimate(log_prior - 0.5 * logdet.value, 0.5 * logdet.std_error,
+                                logdet.info)
+    return log_prior - 0.5 * logdet
 
 
-@dataclass
-class EntropyEstimate:
-    """A Monte Carlo estimate with its standard error (nats)."""
-
-    value: Tensor
-    stderr: Tensor
+# The former name of entropy's result, now the library's one estimate type.
+EntropyEstimate = SpectralEstimate
 
 
 def entropy(
@@ -118,7 +120,7 @@ def entropy(
     method: str = "exact",
     cap: float | None = None,
     **options,
-) -> EntropyEstimate:
+) -> SpectralEstimate:
     r"""Monte Carlo entropy of ``p_G``: ``H[p_Z] + ½ mean_b log det J(z_b)ᵀJ(z_b)``
     (the area formula; Ramesh & LeCun 2018, arXiv 1806.00499, section 4).
 
@@ -131,16 +133,23 @@ def entropy(
     still resists collapse (``log det → −∞``) but no longer rewards the stretched
     latents that a generator of separate modes maps between them (docs/training.md).
 
+    Returns:
+        A :class:`SpectralEstimate` in nats: scalar ``value``, scalar ``std_error``
+        ``s/√B`` over the samples (it includes the probe noise of a stochastic method;
+        ``nan`` for one sample), ``info`` with ``method`` and ``num_samples``.
+
     Example:
         >>> import torch
         >>> h = entropy(lambda z: 2 * z, torch.randn(8, 3))
         >>> round(h.value.item(), 4)  # H[N(0, 4 I_3)] = 3/2 (1 + log 2π) + 3 log 2
         6.3363
     """
+    if "return_info" in options:
+        raise TypeError("entropy always returns a SpectralEstimate: drop return_info")
     prior = StandardNormal() if prior is None else prior
     half_logdet = 0.5 * logdet_jtj(G, z, method=method, **options)
     if cap is not None:
         half_logdet = half_logdet.clamp(max=cap)
-    n = half_logdet.shape[0]
-    stderr = half_logdet.detach().std() / math.sqrt(n) if n > 1 else torch.tensor(float("nan"))
-    return EntropyEstimate(prior.entropy(z.shape[-1]) + half_logdet.mean(), stderr)
+    value = prior.entropy(z.shape[-1]) + half_logdet.mean()
+    info = {"method": method, "num_samples": half_logdet.shape[0]}
+    return SpectralEstimate(value, standard_error(half_logdet, dim=0), info)

@@ -1,4 +1,8 @@
-"""Argument helpers shared by the geometry and analysis modules."""
+"""Argument helpers shared by the geometry and analysis modules.
+
+``check_rank`` lives with :func:`~spectral_backprop.spectral.latent_metric`, whose
+``top`` it checks, and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from ..linalg.jacobian import Generator
+from ..spectral.metric import check_rank
 
 __all__ = ["check_rank", "frozen", "infer_latent_dim", "param_dtype"]
 
@@ -21,15 +26,6 @@ def infer_latent_dim(G: Generator, latent_dim: int | None = None) -> int:
             "(or give G an integer attribute latent_dim)"
         )
     return k
-
-
-def check_rank(r: int | None, k: int, name: str = "r") -> int:
-    """``r`` checked to be an integer in ``[1, k]`` (``None`` means all ``k``)."""
-    if r is None:
-        return k
-    if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= k:
-        raise ValueError(f"{name} must be an integer in [1, k={k}], got {r!r}")
-    return r
 
 
 def param_dtype(G: Generator) -> torch.dtype:

@@ -26,8 +26,10 @@ def principal_directions(
 ) -> tuple[Tensor, Tensor]:
     r"""Local eigen-directions: the top ``r`` eigenpairs of ``M(z) = JᵀJ`` at each latent.
 
-    ``v_i`` maximises ``‖J v‖`` among unit vectors orthogonal to ``v_1 … v_{i−1}``, and
-    ``‖J v_i‖² = λ_i``; ``√λ_i`` is the output distance moved per unit latent step.
+    An alias of :func:`~spectral_backprop.spectral.latent_metric` ``(G, z, top=r)``,
+    evaluated without an autograd graph and with ``r`` positional. ``v_i`` maximises
+    ``‖J v‖`` among unit vectors orthogonal to ``v_1 … v_{i−1}``, and ``‖J v_i‖² = λ_i``;
+    ``√λ_i`` is the output distance moved per unit latent step.
 
     Args:
         G: generator ``z[B, k] -> x[B, ...]``.
@@ -46,9 +48,8 @@ def principal_directions(
         >>> lam, V[0, :, 0]
         (tensor([[9.]]), tensor([0., 1.]))
     """
-    check_latents(G, z)
-    r = check_rank(r, z.shape[1])
-    return latent_metric(G, z.detach(), top=r, chunk_size=chunk_size)
+    check_latents(G, z)  # before z.shape[1]: a clear error for a 1-D z
+    return latent_metric(G, z, top=check_rank(r, z.shape[1]), chunk_size=chunk_size)
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..linalg.jacobian import Generator
+from ..progress import progress as progress_bar
 from ._util import frozen, infer_latent_dim, param_dtype
 
 __all__ = ["Inversion", "invert"]
@@ -77,7 +77,7 @@ def invert(
         residual_tol: RMS residual per output entry above which a point is flagged.
         batch_size: points inverted at once.
         generator: random number generator for the starts.
-        progress: show a progress bar over batches.
+        progress: report progress over batches (a bar on a terminal, lines in a log).
 
     Returns:
         :class:`Inversion`.
@@ -99,7 +99,7 @@ def invert(
             f"x has sample shape {tuple(x.shape[1:])} but G produces {tuple(probe.shape[1:])}"
         )
     latents, residuals, recons = [], [], []
-    for xb in tqdm(x.split(batch_size), desc="invert", disable=not progress):
+    for xb in progress_bar(x.split(batch_size), desc="invert", disable=not progress):
         z, res, rec = _invert_batch(G, xb, k, restarts, steps, lr, prior_weight, generator)
         latents.append(z)
         residuals.append(res)

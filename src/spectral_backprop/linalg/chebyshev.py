@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+Fn = Callable[[Tensor], Tensor]
+
 __all__ = [
     "chebyshev_coefficients",
     "chebyshev_degree",
@@ -54,15 +56,18 @@ def chebyshev_coefficients(
 
 
 def chebyshev_error(
-    f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, max_degree: int
+    f: Fn | Sequence[Fn], a: Tensor, b: Tensor, max_degree: int
 ) -> Tensor:
     """Relative truncation bound ``Σ_{j>d} |c_j| / max|f|`` for every degree ``d ≤ max_degree``.
 
     The tail bounds the uniform error of the degree-``d`` series on ``[a, b]``
     (``|T_j| ≤ 1`` there). Coefficients come from interpolation at twice the degree, so
     aliasing does not hide the tail (Trefethen, *Approximation Theory and Approximation
-    Practice*, ch. 4 and 8). Returns ``[B, max_degree + 1]``.
+    Practice*, ch. 4 and 8). For several functions, the largest bound of them. Returns
+    ``[B, max_degree + 1]``.
     """
+    if not callable(f):
+        return torch.stack([chebyshev_error(g, a, b, max_degree) for g in f]).amax(0)
     c = chebyshev_coefficients(f, a, b, 2 * max_degree + 1).abs()
     tail = c.flip(-1).cumsum(-1).flip(-1)  # tail[j] = Σ_{i≥j} |c_i|
     scale = (c[:, 0] + c.amax(-1)).clamp_min(torch.finfo(c.dtype).tiny)  # ≈ max |f|
@@ -70,13 +75,22 @@ def chebyshev_error(
 
 
 def chebyshev_degree(
-    f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, tol: float, max_degree: int
+    f: Fn | Sequence[Fn], a: Tensor, b: Tensor, tol: float, max_degree: int
 ) -> int:
     """Smallest degree with :func:`chebyshev_error` ``≤ tol`` for every sample.
 
     This is the degree the condition number ``b/a`` calls for, about ``½√κ log(1/tol)``
-    for ``log`` and ``1/x`` (Han et al. 2017, arXiv 1606.00942). Returns
-    ``max_degree + 1`` when ``max_degree`` is not enough (the caller reports it).
+    for ``log`` and ``1/x`` (Han et al. 2017, arXiv 1606.00942). With several functions
+    (the value's ``g`` and the gradient's ``h``, served by one recurrence) it is the
+    degree that suffices for all of them. Returns ``max_degree + 1`` when ``max_degree``
+    is not enough (the caller reports it).
+
+    Example:
+        >>> a, b = torch.tensor([0.5], dtype=torch.float64), torch.tensor([2.0]).double()
+        >>> [chebyshev_degree(f, a, b, 1e-6, 100) for f in (torch.log, torch.reciprocal)]
+        [11, 12]
+        >>> chebyshev_degree([torch.log, torch.reciprocal], a, b, 1e-6, 100)
+        12
     """
     ok = chebyshev_error(f, a, b, max_degree) <= tol
     none = torch.full_like(ok[:, 0], max_degree + 1, dtype=torch.long)

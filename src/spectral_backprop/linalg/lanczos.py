@@ -172,15 +172,25 @@ def lanczos(
 
 
 def lanczos_quadrature(
-    alpha: Tensor, beta: Tensor, steps: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+    alpha: Tensor, beta: Tensor, steps: Tensor | None = None, *, eigenvectors: bool = False
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Gauss quadrature nodes and weights ``(θ[..., m], τ²[..., m])`` of ``T_m``.
 
-    ``e_1ᵀ f(T_m) e_1 = Σ_i τ_i² f(θ_i)`` with ``τ_i = S_{1i}`` (Golub & Meurant 1994).
-    Padding of stopped columns gets weight zero.
+    ``e_1ᵀ f(T_m) e_1 = Σ_i τ_i² f(θ_i)`` with ``T_m = S diag(θ) Sᵀ`` and ``τ_i = S_{1i}``
+    (Golub & Meurant 1994). Padding of stopped columns gets weight zero. With
+    ``eigenvectors=True`` also ``S[..., m, m]``, for ``f(T_m) e_1 = S (f(θ) ⊙ τ)``
+    (:func:`lanczos_function`) and Ritz vectors (:func:`ritz_pairs`): the one
+    eigendecomposition of ``T_m`` that every Lanczos result here comes from.
+
+    Example:
+        >>> alpha, beta = torch.tensor([[2.0, 2.0]]), torch.tensor([[1.0, 0.0]])
+        >>> theta, weights = lanczos_quadrature(alpha, beta)  # T = [[2, 1], [1, 2]]
+        >>> theta, weights
+        (tensor([[1., 3.]]), tensor([[0.5000, 0.5000]]))
     """
     theta, S = torch.linalg.eigh(tridiagonal(alpha, beta, steps))
-    return theta, S[..., 0, :] ** 2
+    weights = S[..., 0, :] ** 2
+    return (theta, weights, S) if eigenvectors else (theta, weights)
 
 
 def lanczos_function(decomp: LanczosDecomposition, f: Callable[[Tensor], Tensor]) -> Tensor:
@@ -189,7 +199,7 @@ def lanczos_function(decomp: LanczosDecomposition, f: Callable[[Tensor], Tensor]
     The Lanczos approximation of a matrix function times a vector (Higham, *Functions of
     Matrices*, 2008, ch. 13); for ``f = 1/x`` it is the CG iterate.
     """
-    theta, S = torch.linalg.eigh(tridiagonal(decomp.alpha, decomp.beta, decomp.steps))
+    theta, _, S = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps, eigenvectors=True)
     coeff = (S * f(theta)[..., None, :]) @ S[..., 0, :, None]  # f(T) e_1, [B, c, m, 1]
     return (decomp.basis.mT @ coeff)[..., 0].mT * decomp.norm[:, None, :]
 
@@ -202,7 +212,7 @@ def ritz_pairs(decomp: LanczosDecomposition) -> tuple[Tensor, Tensor, Tensor]:
     nodes ``+inf``.
     """
     steps = decomp.steps
-    theta, S = torch.linalg.eigh(tridiagonal(decomp.alpha, decomp.beta, steps))
+    theta, _, S = lanczos_quadrature(decomp.alpha, decomp.beta, steps, eigenvectors=True)
     m = theta.shape[-1]
     # A Ritz vector lives in the active block when its padding rows are zero.
     idx = torch.arange(m, device=theta.device)

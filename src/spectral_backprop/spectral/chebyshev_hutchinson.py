@@ -10,7 +10,8 @@ On an interval ``[a, b]`` that contains the spectrum of ``M``, with ``h = g'`` o
 2017, arXiv 1606.00942; used for spectral backpropagation by Ramesh & LeCun 2018,
 arXiv 1806.00499). One pass of the three-term recurrence serves both series. Unless
 the degree is given, it is the smallest one whose coefficient tail is below ``tol``
-for both series (it grows like ``√κ``, ``κ = b/a``). For ``h = 1/x`` (log det without
+for both series (:func:`~spectral_backprop.linalg.chebyshev.chebyshev_degree`; it grows
+like ``√κ``, ``κ = b/a``). For ``h = 1/x`` (log det without
 the symmetric split) the vector ``M^{-1}x`` comes from conjugate gradients instead,
 whose residual is checkable, not from a series whose accuracy near ``a`` depends on
 the bound. If ``‖T_j(M̃)x‖`` exceeds ``‖x‖``, the
@@ -25,7 +26,12 @@ import torch
 from torch import Tensor
 
 from ..linalg.cg import conjugate_gradient
-from ..linalg.chebyshev import chebyshev_coefficients, chebyshev_error, chebyshev_recurrence
+from ..linalg.chebyshev import (
+    chebyshev_coefficients,
+    chebyshev_degree,
+    chebyshev_error,
+    chebyshev_recurrence,
+)
 from .functions import SpectralFunction
 from .quadratic import QuadraticForms
 
@@ -65,14 +71,11 @@ def chebyshev_forms(
     """
     a, b = bounds
     series = [fn.g] + ([vector_fn] if vector_fn is not None and not solve else [])
-    cap = MAX_DEGREE if num_matvecs is None else num_matvecs
-    errors = [chebyshev_error(f, a, b, cap) for f in series]  # [B, cap+1] each
-    if num_matvecs is None:
-        ok = torch.stack([e <= tol for e in errors]).all(0).all(0)  # [cap+1]
-        degree = int(ok.long().argmax()) if ok.any() else cap
+    if num_matvecs is None:  # chebyshev_degree says MAX_DEGREE + 1 when that is not enough
+        cap, degree = MAX_DEGREE, min(chebyshev_degree(series, a, b, tol, MAX_DEGREE), MAX_DEGREE)
     else:
-        degree = num_matvecs
-    truncation = torch.stack([e[:, degree] for e in errors]).amax(0)  # [B]
+        cap = degree = num_matvecs
+    truncation = chebyshev_error(series, a, b, cap)[:, degree]  # [B], worst of the series
     coeffs = [chebyshev_coefficients(f, a, b, degree) for f in series]
     forms, vecs, growth = chebyshev_recurrence(matvec, X, a, b, coeffs[:1], coeffs[1:])
     residual = truncation[:, None].expand_as(growth).clone()

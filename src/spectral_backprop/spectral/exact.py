@@ -32,7 +32,6 @@ cannot certify that ``M`` is well inside the positive-definite cone.
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 
 import torch
@@ -40,13 +39,16 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..linalg.jacobian import Generator, jacobian_and_output, jacobian_columns
+from .diagnostics import (
+    SingularMetricWarning,
+    check_singular_options,
+    report_singular,
+    singular_samples,
+)
+from .estimate import SpectralEstimate
 from .functions import SPECTRAL_FUNCTIONS, SpectralFunction
 
 __all__ = ["SingularMetricWarning", "cholesky_logdet", "exact_spectral_sum", "gram"]
-
-
-class SingularMetricWarning(UserWarning):
-    """The latent metric ``JᵀJ`` is singular (rank-deficient Jacobian) for some samples."""
 
 
 def _columns_fn(G: Generator, z: Tensor, chunk_size: int | None):
@@ -69,8 +71,8 @@ def cholesky_logdet(M: Tensor, rank_tol: float | None = None) -> tuple[Tensor, T
 
     Certifies non-singularity without eigenvalues: ``λ_min ≥ 1 / tr(M⁻¹)`` and
     ``λ_max ≤ tr M``, so ``1/tr(M⁻¹) > k·eps·tr M`` implies ``λ_min`` is above the
-    numerical-rank threshold of :func:`singular_samples`. Otherwise the caller falls back
-    to ``eigh``, which decides exactly as before.
+    numerical-rank threshold of :func:`~.diagnostics.singular_samples`. Otherwise the
+    caller falls back to ``eigh``, which decides exactly as before.
     """
     L, info = torch.linalg.cholesky_ex(M)
     if (info != 0).any():
@@ -87,46 +89,6 @@ def cholesky_logdet(M: Tensor, rank_tol: float | None = None) -> tuple[Tensor, T
     return 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1), W
 
 
-def check_singular_options(on_singular: str, jitter: float) -> None:
-    """Validate the singular-metric options shared by every method."""
-    if on_singular not in ("warn", "raise"):
-        raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
-    if jitter < 0:
-        raise ValueError(f"jitter must be >= 0, got {jitter}")
-
-
-def report_singular(
-    singular: Tensor, smallest: Tensor, fn: SpectralFunction, on_singular: str, stacklevel: int
-) -> None:
-    """Warn (:class:`SingularMetricWarning`) or raise ``ValueError`` for singular samples.
-
-    ``smallest`` holds each sample's smallest eigenvalue (or Ritz value) estimate.
-    """
-    if not singular.any():
-        return
-    msg = (
-        f"JᵀJ is numerically singular for samples {singular.nonzero().flatten().tolist()} "
-        f"(smallest eigenvalue {smallest[singular].min().item():.3g}); {fn.name} is not "
-        "finite there. Pass jitter=... to regularise, or check that G is an immersion at z."
-    )
-    if on_singular == "raise":
-        raise ValueError(msg)
-    warnings.warn(msg, SingularMetricWarning, stacklevel=stacklevel)
-
-
-def singular_samples(lam: Tensor, rank_tol: float | None = None) -> Tensor:
-    """Boolean mask of samples whose smallest eigenvalue is numerically zero.
-
-    The default threshold ``k · eps · λ_max`` is the usual numerical-rank cut-off
-    (as in ``numpy.linalg.matrix_rank``): below it an eigenvalue of ``JᵀJ`` carries
-    no information in the working precision.
-    """
-    k = lam.shape[-1]
-    lam_max = lam[..., -1].clamp_min(0)
-    tol = rank_tol if rank_tol is not None else k * torch.finfo(lam.dtype).eps * lam_max
-    return lam[..., 0] <= tol
-
-
 def exact_spectral_sum(
     G: Generator,
     z: Tensor,
@@ -136,8 +98,12 @@ def exact_spectral_sum(
     jitter: float = 0.0,
     on_singular: str = "warn",
     rank_tol: float | None = None,
-) -> Tensor:
+    return_info: bool = False,
+) -> Tensor | SpectralEstimate:
     """``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, differentiable by spectral backprop.
+
+    ``dS = d[Σ_i g'(λ_i)‖J v_i‖²]`` with ``λ, v`` held fixed (Ramesh & LeCun 2018,
+    arXiv 1806.00499, §3); see the module docstring.
 
     Args:
         G: generator ``z[B, k] -> x[B, ...]``.
@@ -151,32 +117,37 @@ def exact_spectral_sum(
             with :class:`SingularMetricWarning`, and excludes them from the gradient;
             ``"raise"`` raises ``ValueError``.
         rank_tol: eigenvalues at or below it count as zero (default ``k·eps·λ_max``).
+        return_info: return a :class:`SpectralEstimate` (standard error 0, ``info`` with
+            ``method="exact"`` and the ``singular`` samples) instead of the value.
     """
     check_singular_options(on_singular, jitter)
     _, J = jacobian_and_output(G, z, chunk_size=chunk_size, column_fn=_columns_fn(G, z, chunk_size))
     M = gram(J, jitter)
     fast = cholesky_logdet(M, rank_tol) if fn is SPECTRAL_FUNCTIONS["logdet"] else None
     if fast is not None:
-        value, W = fast
+        (value, W), singular = fast, torch.zeros(M.shape[0], dtype=torch.bool, device=M.device)
     else:
-        value, W = _eigh_value_and_weights(M, fn, on_singular, rank_tol)
-    if not J.requires_grad:
-        return value
-    surrogate = 2 * (J * (J.detach() @ W)).sum((1, 2))
-    return value + (surrogate - surrogate.detach())
+        value, W, singular = _eigh_value_and_weights(M, fn, on_singular, rank_tol)
+    if J.requires_grad:
+        surrogate = 2 * (J * (J.detach() @ W)).sum((1, 2))
+        value = value + (surrogate - surrogate.detach())
+    if return_info:
+        info = {"method": "exact", "singular": singular}
+        return SpectralEstimate(value, torch.zeros_like(value.detach()), info)
+    return value
 
 
 def _eigh_value_and_weights(
     M: Tensor, fn: SpectralFunction, on_singular: str, rank_tol: float | None
-) -> tuple[Tensor, Tensor]:
-    """``Σ g(λ)`` and ``W = V g'(Λ) Vᵀ`` from ``eigh``, reporting singular metrics."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``Σ g(λ)``, ``W = V g'(Λ) Vᵀ`` and the singular samples, from ``eigh``."""
     lam, V = torch.linalg.eigh(M)
     singular = torch.zeros(lam.shape[0], dtype=torch.bool, device=lam.device)
     if fn.needs_positive:
         singular = singular_samples(lam, rank_tol)
-        report_singular(singular, lam[:, 0], fn, on_singular, stacklevel=5)
+        report_singular(singular, lam[:, 0], fn, on_singular)
         lam = torch.where(singular[:, None], lam.clamp_min(0), lam)
     value = fn.g(lam).sum(-1)
     # Singular samples are left out of the gradient: g' is infinite there.
     weights = torch.where(singular[:, None], torch.zeros_like(lam), fn.dg(lam))
-    return value, (V * weights[:, None, :]) @ V.mT
+    return value, (V * weights[:, None, :]) @ V.mT, singular

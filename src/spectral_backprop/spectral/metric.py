@@ -11,9 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator, jacobian
+from ..linalg.jacobian import Generator, check_latents, jacobian
 
-__all__ = ["latent_metric", "canonical_signs"]
+__all__ = ["canonical_signs", "check_rank", "latent_metric"]
+
+
+def check_rank(r: int | None, k: int, name: str = "r") -> int:
+    """``r`` checked to be an integer in ``[1, k]`` (``None`` means all ``k``)."""
+    if r is None:
+        return k
+    if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= k:
+        raise ValueError(f"{name} must be an integer in [1, k={k}], got {r!r}")
+    return r
 
 
 def canonical_signs(V: Tensor) -> Tensor:
@@ -42,6 +51,9 @@ def latent_metric(
         ``(eigenvalues[B, r], eigenvectors[B, k, r])``, eigenvalues descending, each
         eigenvector's largest entry positive (:func:`canonical_signs`).
 
+    :func:`~spectral_backprop.geometry.principal_directions` is the same computation
+    without a graph, with ``r`` as its third positional argument.
+
     Gradients flow through ``torch.linalg.eigh`` of ``M``. For the eigenvalues alone
     that backward is ``V diag(ḡ) Vᵀ``, the spectral-backprop formula, finite even at
     repeated eigenvalues; gradients of *eigenvectors* are undefined where eigenvalues
@@ -53,12 +65,9 @@ def latent_metric(
         >>> lam
         tensor([[9., 1.]])
     """
-    k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else None
-    if top is not None and (not isinstance(top, int) or top < 1 or (k is not None and top > k)):
-        raise ValueError(f"top must be an integer in [1, k={k}], got {top!r}")
+    check_latents(G, z)
+    top = check_rank(top, z.shape[1], "top")
     J = jacobian(G, z, chunk_size=chunk_size)
     lam, V = torch.linalg.eigh(J.mT @ J)
-    lam, V = lam.flip(-1), V.flip(-1)
-    if top is not None:
-        lam, V = lam[:, :top], V[:, :, :top]
+    lam, V = lam.flip(-1)[:, :top], V.flip(-1)[:, :, :top]
     return lam, canonical_signs(V)

@@ -19,20 +19,7 @@ from torch import Tensor
 
 from .functions import SpectralFunction
 
-__all__ = [
-    "NonConvergenceError",
-    "NonConvergenceWarning",
-    "QuadraticForms",
-    "is_reciprocal",
-]
-
-
-class NonConvergenceWarning(UserWarning):
-    """An iterative solver stopped at its budget before reaching the tolerance."""
-
-
-class NonConvergenceError(RuntimeError):
-    """Raised instead of :class:`NonConvergenceWarning` with ``on_nonconvergence="raise"``."""
+__all__ = ["QuadraticForms", "is_reciprocal"]
 
 
 def is_reciprocal(fn: SpectralFunction) -> bool:

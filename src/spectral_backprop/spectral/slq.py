@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..linalg.lanczos import lanczos, lanczos_function, tridiagonal
+from ..linalg.lanczos import lanczos, lanczos_function, lanczos_quadrature
 from .functions import SpectralFunction
 from .quadratic import QuadraticForms
 
@@ -40,12 +40,11 @@ def _quadrature_state(
     alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """``(q, Σ τ²|g(θ)|, h(T) e_1, CG residual)`` of the first ``steps`` steps per column."""
-    theta, S = torch.linalg.eigh(tridiagonal(alpha, beta, steps))
-    w = S[..., 0, :]
+    theta, weights, S = lanczos_quadrature(alpha, beta, steps, eigenvectors=True)
     g_theta = g(theta)
-    q = (w**2 * g_theta).sum(-1)
-    q_abs = (w**2 * g_theta.abs()).sum(-1)
-    y = None if h is None else (S * (h(theta) * w)[..., None, :]).sum(-1)  # h(T) e_1
+    q = (weights * g_theta).sum(-1)
+    q_abs = (weights * g_theta.abs()).sum(-1)
+    y = None if h is None else (S * (h(theta) * S[..., 0, :])[..., None, :]).sum(-1)  # h(T) e_1
     res = torch.zeros_like(q)
     if solve and y is not None:
         last = (steps - 1).clamp_min(0)

@@ -1,7 +1,7 @@
 r"""Stochastic spectral backpropagation: matrix-free ``tr g(JᵀJ)`` and its gradient.
 
 For probes ``ε`` with ``E[εεᵀ] = I`` and ``M = JᵀJ`` (Ramesh & LeCun 2018,
-arXiv 1806.00499, §3; DESIGN.md §1):
+arXiv 1806.00499, §3):
 
 .. math::
     S_g = \operatorname{tr} g(M) = E_\varepsilon[\varepsilon^\top g(M)\, \varepsilon], \qquad
@@ -15,6 +15,11 @@ one VJP). The gradient is attached through a surrogate built from one batched JV
 with a graph per vector, so peak memory is set by the number of probes, never by the
 number of Lanczos/CG steps or the polynomial degree. The value returned is
 ``estimate + (surrogate − surrogate.detach())``, as in the exact mode.
+
+The estimator reads in three steps: :func:`_prepare` (products with ``M``, the optional
+spectrum sketch, probes and their weights), :func:`_kernel` (the quadratic forms and
+gradient vectors, without a graph) and :func:`_estimate` (the weighted value, its
+standard error ``s/√p`` over the probes, and the surrogate).
 
 **Variance reduction 1: the symmetric split** (default, needs ``g' ≥ 0``: log det,
 trace, nuclear norm). With ``w = g'(M)^{1/2} ε`` held fixed,
@@ -36,33 +41,27 @@ and the probes are drawn in the complement, weight ``1/p``. Unbiased for any ``V
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..linalg.jacobian import Generator, check_latents, jacobian_columns, metric_matvec
 from ..linalg.probes import PROBE_KINDS, sample_probes
+from ..stats import standard_error
 from .chebyshev_hutchinson import chebyshev_forms
-from .deflation import SpectrumSketch, sketch_spectrum
-from .exact import (
-    check_singular_options,
-    exact_spectral_sum,
-    report_singular,
-    singular_samples,
-)
+from .deflation import sketch_spectrum
+from .diagnostics import check_singular_options, report_nonconvergence, sketch_singular_samples
+from .estimate import SpectralEstimate
 from .functions import SpectralFunction
-from .quadratic import NonConvergenceError, NonConvergenceWarning, QuadraticForms, is_reciprocal
+from .quadratic import QuadraticForms, is_reciprocal
 from .slq import lanczos_forms
 
 __all__ = [
-    "AUTO_CROSSOVER",
     "DEFAULT_NUM_MATVECS",
     "DEFAULT_NUM_PROBES",
-    "SpectralEstimate",
-    "auto_spectral_sum",
+    "DEFAULT_TOL",
     "chebyshev_spectral_sum",
     "lanczos_spectral_sum",
     "stochastic_spectral_sum",
@@ -78,34 +77,12 @@ DEFAULT_TOL = 1e-2
 # Lanczos runs (14 steps per probe instead of 9 after a 30-step sketch).
 SKETCH_STEPS = 30
 SKETCH_STEPS_PER_VECTOR = 4
-# Latent size at and above which method="auto" goes stochastic. Measured with
-# `benchmarks/bench_stochastic.py --crossover` (DCGAN 3×32×32, batch 2, 1 thread, CPU):
-# exact/lanczos time 0.59 at k=32, 1.02 at 64, 1.50 at 128, 3.3 at 256, 4.9 at 512.
-# Below 128 the exact answer costs about as much as the estimate, so auto keeps it.
-AUTO_CROSSOVER = 128
+
+Matvec = Callable[[Tensor], Tensor]
 
 
-@dataclass
-class SpectralEstimate:
-    """A stochastic estimate with its standard error and diagnostics.
-
-    Attributes:
-        value: ``Tensor[B]``, differentiable by stochastic spectral backpropagation.
-        std_error: ``Tensor[B]`` standard error of the probe average (``nan`` with one
-            probe; conservative for orthogonal probes, which are negatively correlated).
-        info: diagnostics: ``method``, ``num_probes``, ``probes``, ``matvecs`` (products
-            with ``M`` per sample, sketch included), ``iterations``/``residual``/
-            ``converged`` per vector ``[B, c]`` (deflation vectors first), ``deflated``
-            Ritz values, ``interval`` and ``degree`` (Chebyshev), ``singular`` samples.
-    """
-
-    value: Tensor
-    std_error: Tensor
-    info: dict = field(default_factory=dict)
-
-
-def _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_nonconvergence,
-                   on_singular, jitter) -> None:
+def _validate_options(k, num_probes, num_matvecs, tol, probes, generator, deflate,
+                      on_nonconvergence, on_singular, jitter) -> None:
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
     if num_matvecs is not None and (
@@ -121,58 +98,72 @@ def _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_
     if deflate is not None and (isinstance(deflate, bool) or not isinstance(deflate, int)
                                 or deflate < 0):
         raise ValueError(f"deflate must be an integer >= 0 or None, got {deflate!r}")
+    if deflate is not None and deflate >= k:
+        raise ValueError(f"deflate={deflate} must be smaller than k={k}")
     if on_nonconvergence not in ("warn", "raise"):
         raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
     check_singular_options(on_singular, jitter)
 
 
-def _report(forms: QuadraticForms, method: str, budget: object, tol: float, mode: str,
-            skip: Tensor) -> None:
-    # Samples in `skip` (singular metrics) have been reported already.
-    failed = ~forms.converged & ~skip[:, None]
-    if not bool(failed.any()):
-        return
-    bad = failed.any(-1).nonzero().flatten().tolist()
-    worst = forms.residual[failed].max().item()
-    msg = (
-        f"method={method!r} did not reach tol={tol:g} within num_matvecs={budget} for samples "
-        f"{bad} ({int(failed.sum())} of {forms.converged.numel()} vectors; worst "
-        f"residual {worst:.3g}): the value and gradient are biased. Raise num_matvecs or tol."
-    )
-    _warn_or_raise(msg, mode, NonConvergenceError, NonConvergenceWarning)
+@dataclass
+class _Prepared:
+    """What the kernel needs, from :func:`_prepare`.
 
-
-def _warn_or_raise(msg: str, mode: str, error: type[Exception], warning: type[Warning]) -> None:
-    if mode == "raise":
-        raise error(msg)
-    warnings.warn(msg, warning, stacklevel=5)
-
-
-def _singular_samples(sketch: SpectrumSketch, fn: SpectralFunction, mode: str) -> Tensor:
-    """Samples whose sketch shows a numerically singular metric (log/sqrt-type ``g`` only)."""
-    values = sketch.values
-    singular = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
-    if not fn.needs_positive:
-        return singular
-    # The numerical-rank cut-off of the exact mode, k·eps·λ_max, on the Ritz values.
-    k = sketch.vectors.shape[1]
-    top = torch.where(torch.isfinite(values), values, -torch.inf).amax(-1)
-    lam = torch.stack([values[:, 0], top], -1)
-    singular = singular_samples(lam, k * torch.finfo(values.dtype).eps * top.clamp_min(0))
-    report_singular(singular, values[:, 0], fn, mode, stacklevel=5)
-    return singular
-
-
-def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor | None, weights: Tensor) -> Tensor:
-    """``Σ_j ω_j (J u_j)·(J x_j)`` per sample (``x_j = u_j`` when ``X`` is ``None``).
-
-    The graph runs through the JVPs only: ``u`` and ``x`` are constants.
+    Attributes:
+        matvec: ``V ↦ (M + jitter·I) V`` without a graph; for samples with a singular
+            metric shifted by ``I`` to keep the solvers off the null space (they are
+            reported and excluded from the result).
+        X: ``[B, k, r + p]``, the ``r`` deflation vectors, then the ``p`` probes.
+        weights: ``[r + p]``, 1 for a deflation vector, ``1/p`` for a probe.
+        num_deflated: ``r``.
+        singular: ``[B]`` samples whose sketch shows a singular metric.
+        bounds: ``(a[B], b[B])`` enclosing the spectrum (when a sketch ran).
+        info: diagnostics collected so far.
     """
-    tangents = U if X is None else torch.cat([U, X], dim=-1)
-    _, JT = jacobian_columns(G, z, tangents.permute(2, 0, 1))  # [B, n, c or 2c]
-    c = U.shape[-1]
-    other = JT if X is None else JT[..., c:]
-    return ((JT[..., :c] * other).sum(1) * weights).sum(-1)
+
+    matvec: Matvec
+    X: Tensor
+    weights: Tensor
+    num_deflated: int
+    singular: Tensor
+    bounds: tuple[Tensor, Tensor] | None
+    info: dict
+
+
+def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_probes: int,
+             probes: str, generator: torch.Generator | None, deflate: int, jitter: float,
+             on_singular: str) -> _Prepared:
+    """Products with ``M``, the spectrum sketch (Chebyshev or deflation) and the probes."""
+    B, k = z.shape
+    dtype, device = z.dtype, z.device
+    base = metric_matvec(G, z)
+    matvec = base if not jitter else (lambda V: base(V) + jitter * V)
+    info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
+    V, ritz, bounds = z.new_zeros(B, k, 0), z.new_zeros(B, 0), None
+    singular = torch.zeros(B, dtype=torch.bool, device=device)
+    if method == "chebyshev" or deflate > 0:
+        steps = min(k, max(SKETCH_STEPS, SKETCH_STEPS_PER_VECTOR * deflate))
+        sketch = sketch_spectrum(matvec, B, k, steps, generator=generator, dtype=dtype,
+                                 device=device)
+        info["matvecs"] += sketch.matvecs
+        usable = int(torch.isfinite(sketch.values).sum(-1).min())  # fewer after a breakdown
+        V, ritz = sketch.deflation_basis(min(deflate, usable), fn.dg)
+        singular = sketch_singular_samples(sketch.values, k, fn, on_singular)
+        bounds = sketch.bounds()
+    info["singular"] = singular
+    r = V.shape[-1]
+    if r:
+        info["deflated"] = ritz  # from the sketch: no extra product with M
+    eps = sample_probes(B, k, num_probes, probes, basis=V if r else None,
+                        generator=generator, dtype=dtype, device=device)
+    weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
+                         torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
+    if singular.any():
+        shift = torch.where(singular, torch.ones_like(singular, dtype=dtype), 0)[:, None, None]
+        solve_mv = lambda W: matvec(W) + shift * W  # noqa: E731
+    else:
+        solve_mv = matvec
+    return _Prepared(solve_mv, torch.cat([V, eps], dim=-1), weights, r, singular, bounds, info)
 
 
 def _sqrt_derivative(fn: SpectralFunction):
@@ -187,6 +178,64 @@ def _sqrt_derivative(fn: SpectralFunction):
         return d.sqrt()
 
     return h
+
+
+def _kernel(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int | None,
+            tol: float, symmetric: bool, on_nonconvergence: str) -> QuadraticForms:
+    """``x_jᵀ g(M) x_j`` and the gradient vectors (none without autograd), reported."""
+    if not torch.is_grad_enabled():
+        vector_fn, solve = None, False
+    elif symmetric:
+        vector_fn, solve = _sqrt_derivative(fn), False
+    else:
+        vector_fn, solve = fn.dg, is_reciprocal(fn)
+    if method == "lanczos":
+        budget = DEFAULT_NUM_MATVECS if num_matvecs is None else num_matvecs
+        forms = lanczos_forms(prep.matvec, prep.X, fn, num_matvecs=budget, tol=tol,
+                              vector_fn=vector_fn, solve=solve)
+    else:
+        assert prep.bounds is not None
+        budget = num_matvecs
+        cg_iters = prep.X.shape[1] if num_matvecs is None else num_matvecs
+        forms = chebyshev_forms(prep.matvec, prep.X, fn, bounds=prep.bounds,
+                                num_matvecs=num_matvecs, tol=tol, vector_fn=vector_fn,
+                                solve=solve, cg_iters=cg_iters)
+        prep.info.update(interval=forms.extra["interval"], degree=forms.extra["degree"])
+    prep.info["matvecs"] += forms.matvecs
+    prep.info.update(iterations=forms.iterations, residual=forms.residual,
+                     converged=forms.converged)
+    report_nonconvergence(forms.converged, forms.residual, prep.singular, method=method,
+                          budget=budget if budget is not None else "auto", tol=tol,
+                          on_nonconvergence=on_nonconvergence)
+    return forms
+
+
+def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor | None, weights: Tensor) -> Tensor:
+    """``Σ_j ω_j (J u_j)·(J x_j)`` per sample (``x_j = u_j`` when ``X`` is ``None``).
+
+    The graph runs through the JVPs only: ``u`` and ``x`` are constants.
+    """
+    tangents = U if X is None else torch.cat([U, X], dim=-1)
+    _, JT = jacobian_columns(G, z, tangents.permute(2, 0, 1))  # [B, n, c or 2c]
+    c = U.shape[-1]
+    other = JT if X is None else JT[..., c:]
+    return ((JT[..., :c] * other).sum(1) * weights).sum(-1)
+
+
+def _estimate(G: Generator, z: Tensor, fn: SpectralFunction, prep: _Prepared,
+              forms: QuadraticForms, symmetric: bool) -> tuple[Tensor, Tensor]:
+    """The value ``Σ_j ω_j q_j`` with the surrogate's gradient, and its standard error."""
+    value = (forms.values * prep.weights).sum(-1)
+    std_error = standard_error(forms.values[:, prep.num_deflated:])
+    singular = prep.singular
+    if singular.any():
+        value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
+    if forms.vectors is not None:
+        w = prep.weights * (~singular).to(value.dtype)[:, None]
+        s = _surrogate(G, z, forms.vectors, None if symmetric else prep.X, w)
+        if s.requires_grad:
+            value = value + (s - s.detach())
+    return value, std_error
 
 
 def stochastic_spectral_sum(
@@ -232,8 +281,9 @@ def stochastic_spectral_sum(
             benchmark DCGAN, ``deflate=2`` saved a quarter of the products at the same
             gradient error but ran slower, the sketch being one sequential column).
         jitter: added to the metric's diagonal.
-        on_nonconvergence: ``"warn"`` (:class:`NonConvergenceWarning`) or ``"raise"``
-            (:class:`NonConvergenceError`) when the budget is not enough.
+        on_nonconvergence: ``"warn"`` (:class:`~.diagnostics.NonConvergenceWarning`) or
+            ``"raise"`` (:class:`~.diagnostics.NonConvergenceError`) when the budget is
+            not enough.
         on_singular: ``"warn"`` or ``"raise"`` when the sketch finds a numerically singular
             metric for ``log``/``sqrt``-type ``g`` (only detected when a sketch runs:
             ``method="chebyshev"`` or ``deflate > 0``).
@@ -246,87 +296,14 @@ def stochastic_spectral_sum(
     """
     if method not in ("lanczos", "chebyshev"):
         raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
-    _check_options(num_probes, num_matvecs, tol, probes, generator, deflate, on_nonconvergence,
-                   on_singular, jitter)
     check_latents(G, z)
-    B, k = z.shape
-    dtype, device = z.dtype, z.device
-    deflate = 0 if deflate is None else deflate
-    if deflate >= k:
-        raise ValueError(f"deflate={deflate} must be smaller than k={k}")
-    base = metric_matvec(G, z)
-    matvec = base if not jitter else (lambda V: base(V) + jitter * V)
-    budget = DEFAULT_NUM_MATVECS if (method == "lanczos" and num_matvecs is None) else num_matvecs
-
-    info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
-    V, ritz = z.new_zeros(B, k, 0), z.new_zeros(B, 0)
-    sketch = None
-    if method == "chebyshev" or deflate > 0:
-        steps = min(k, max(SKETCH_STEPS, SKETCH_STEPS_PER_VECTOR * deflate))
-        sketch = sketch_spectrum(matvec, B, k, steps, generator=generator, dtype=dtype,
-                                 device=device)
-        info["matvecs"] += sketch.matvecs
-        r = min(deflate, int(torch.isfinite(sketch.values).sum(-1).min()))
-        V, ritz = sketch.deflation_basis(r, fn.dg)
-
-    singular = torch.zeros(B, dtype=torch.bool, device=device)
-    if sketch is not None:
-        singular = _singular_samples(sketch, fn, on_singular)
-    info["singular"] = singular
-
-    eps = sample_probes(B, k, num_probes, probes, basis=V if V.shape[-1] else None,
-                        generator=generator, dtype=dtype, device=device)
-    X = torch.cat([V, eps], dim=-1)
-    r = V.shape[-1]
-    weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
-                         torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
-    need_grad = torch.is_grad_enabled()
-    if not need_grad:
-        vector_fn, solve = None, False
-    elif symmetric:
-        vector_fn, solve = _sqrt_derivative(fn), False
-    else:
-        vector_fn, solve = fn.dg, is_reciprocal(fn)
-    if singular.any():
-        # Keep the solvers away from the null space: those samples are reported and
-        # excluded below, so their matvec may be anything finite and SPD.
-        shift = torch.where(singular, torch.ones_like(singular, dtype=dtype), 0)[:, None, None]
-        solve_mv = lambda W: matvec(W) + shift * W  # noqa: E731
-    else:
-        solve_mv = matvec
-    if method == "lanczos":
-        forms = lanczos_forms(solve_mv, X, fn, num_matvecs=budget, tol=tol, vector_fn=vector_fn,
-                              solve=solve)
-    else:
-        assert sketch is not None
-        forms = chebyshev_forms(solve_mv, X, fn, bounds=sketch.bounds(), num_matvecs=budget,
-                                tol=tol, vector_fn=vector_fn, solve=solve,
-                                cg_iters=k if budget is None else budget)
-        info["interval"] = forms.extra["interval"]
-        info["degree"] = forms.extra["degree"]
-    info["matvecs"] += forms.matvecs
-    if r:
-        info["deflated"] = ritz  # from the sketch: no extra product with M
-    info.update(iterations=forms.iterations, residual=forms.residual, converged=forms.converged)
-    _report(forms, method, budget if budget is not None else "auto", tol, on_nonconvergence,
-            singular)
-
-    value = (forms.values * weights).sum(-1)
-    std_error = (
-        forms.values[:, r:].std(-1) / math.sqrt(num_probes)
-        if num_probes > 1
-        else torch.full_like(value, float("nan"))
-    )
-    if singular.any():
-        value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
-    if need_grad and forms.vectors is not None:
-        w = weights * (~singular).to(dtype)[:, None]
-        s = _surrogate(G, z, forms.vectors, None if symmetric else X, w)
-        if s.requires_grad:
-            value = value + (s - s.detach())
-    if return_info:
-        return SpectralEstimate(value, std_error, info)
-    return value
+    _validate_options(z.shape[1], num_probes, num_matvecs, tol, probes, generator, deflate,
+                      on_nonconvergence, on_singular, jitter)
+    prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
+                    on_singular)
+    forms = _kernel(prep, fn, method, num_matvecs, tol, symmetric, on_nonconvergence)
+    value, std_error = _estimate(G, z, fn, prep, forms, symmetric)
+    return SpectralEstimate(value, std_error, prep.info) if return_info else value
 
 
 def lanczos_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
@@ -337,26 +314,3 @@ def lanczos_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **option
 def chebyshev_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     """``method="chebyshev"``: Chebyshev–Hutchinson (see :func:`stochastic_spectral_sum`)."""
     return stochastic_spectral_sum(G, z, fn, method="chebyshev", **options)
-
-
-_EXACT_OPTIONS = ("chunk_size", "jitter", "on_singular", "rank_tol")
-
-
-def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
-    """``method="auto"``: exact below ``k = AUTO_CROSSOVER = 128`` latents, else ``"lanczos"``.
-
-    The crossover was measured with ``benchmarks/bench_stochastic.py --crossover``
-    (docs/stochastic.md): on a DCGAN with 3×32×32 output the stochastic value and
-    gradient at the default budget took as long as the exact ones at ``k = 64``, 1.5×
-    less at 128 and 4.9× less at 512. Options meant for the other path are ignored.
-    """
-    k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else 0
-    return_info = options.pop("return_info", False)
-    if k >= AUTO_CROSSOVER:
-        options.pop("chunk_size", None)
-        options.pop("rank_tol", None)
-        return lanczos_spectral_sum(G, z, fn, return_info=return_info, **options)
-    value = exact_spectral_sum(G, z, fn, **{o: options[o] for o in _EXACT_OPTIONS if o in options})
-    if return_info:
-        return SpectralEstimate(value, torch.zeros_like(value.detach()), {"method": "exact"})
-    return value
