@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Mode coverage (DESIGN.md section 4): plain GAN vs entropy-regularised GAN, same budget,
+# Mode coverage (VEEGAN / PacGAN protocol): plain GAN vs entropy-regularised GAN, same budget,
 # 5 seeds each, on the 25-mode grid and the 8-mode ring (docs/training.md).
 #
 # Grid = the defaults of `spectral-backprop modes` (20,000 steps, R1 gamma 0.1 decayed to 0
 # over the second half, beta 0.01 decayed to 0 over the first half;
-# spectral_backprop.train.modes.PROTOCOL), and the same at 15,000 steps.
+# src/spectral_backprop/studies/configs/modes_grid.json), and the same at 15,000 steps.
 # "grid, beta over the whole run" = the previous grid protocol (beta 0.003, decayed with R1),
 # at widths 128 and 400 ("width 400" = both networks 400 wide, PacGAN's generator).
 # "grid, no R1" = the first protocol (beta 0.03 constant, no R1), at 20,000 and 5,000 steps.
@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 OUT=${OUT:-runs}
 M="python -m spectral_backprop modes --no-progress --resume"
-NO_R1="--r1-weight 0 --reg-schedule constant --reg-decay-start 0 --entropy-weight 0.03"
-NO_R1="$NO_R1 --entropy-decay off"
-WHOLE="--entropy-weight 0.003 --entropy-decay off"   # beta decays with R1
+NO_R1="--r1-weight 0 --r1-decay-shape constant --r1-decay-start 0 --entropy-weight 0.03"
+NO_R1="$NO_R1 --entropy-decay-shape constant --entropy-decay-end 1"
+WHOLE="--entropy-weight 0.003 --entropy-decay-start 0.5 --entropy-decay-end 1"  # beta decays with R1
 
 $M --dataset grid --seeds 3 --out "$OUT/modes_grid_r1_early" &
 $M --dataset grid --first-seed 3 --seeds 5 --out "$OUT/modes_grid_r1_early" &

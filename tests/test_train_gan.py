@@ -11,22 +11,25 @@ import torch
 from spectral_backprop.data import load_dataset
 from spectral_backprop.train import (
     CheckpointError,
+    Decay,
+    EntropyTerm,
     GANConfig,
     generator_entropy,
-    mode_coverage,
     read_metrics,
     train_gan,
 )
 from spectral_backprop.train import gan as gan_module
+from spectral_backprop.train.config import merge_dicts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> GANConfig:
+    """A tiny ring run; nested ``overrides`` (``entropy={"weight": 0.1}``) are merged."""
     values = dict(dataset="ring", data_options={"num_samples": 2000}, width=32, depth=2,
-                  batch_size=64, steps=80, lr_g=2e-3, lr_d=2e-3, entropy_batch=16,
+                  batch_size=64, steps=80, lr_g=2e-3, lr_d=2e-3, entropy={"batch": 16},
                   log_every=20, ckpt_every=40, progress=False)
-    return GANConfig(**{**values, **overrides})
+    return GANConfig.from_dict(merge_dicts(values, overrides))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def _mean_mode_distance(G, modes, n=500):
 
 @pytest.mark.parametrize("beta", [0.0, 0.2])
 def test_short_gan_run_moves_samples_to_the_data(tmp_path, ring, beta, capsys):
-    config = tiny_config(entropy_weight=beta)
+    config = tiny_config(entropy={"weight": beta})
     torch.manual_seed(config.seed)
     from spectral_backprop.models import build_gan
 
@@ -51,7 +54,7 @@ def test_short_gan_run_moves_samples_to_the_data(tmp_path, ring, beta, capsys):
     final = _mean_mode_distance(result.generator, ring.modes)
     assert final < 0.7 * initial
     # The config is printed and saved; the metrics are JSON lines at the logging steps.
-    assert "entropy_weight" in capsys.readouterr().out
+    assert "entropy.weight" in capsys.readouterr().out
     assert GANConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == [20, 40, 60, 80]
@@ -62,39 +65,10 @@ def test_entropy_term_raises_the_generator_entropy(tmp_path, ring):
     entropies = {}
     z = torch.randn(256, 2, generator=torch.Generator().manual_seed(7))
     for beta in (0.0, 1.0):
-        config = tiny_config(entropy_weight=beta, steps=60)
+        config = tiny_config(entropy={"weight": beta}, steps=60)
         G = train_gan(config, tmp_path / str(beta), dataset=ring).generator
         entropies[beta] = generator_entropy(G, z, config).item()
     assert entropies[1.0] > entropies[0.0] + 0.5
-
-
-def test_mode_coverage_metrics():
-    modes = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
-    samples = torch.tensor([[0.0, 0.01], [0.02, 0.0], [0.99, 0.0], [0.5, 0.0]])
-    m = mode_coverage(samples, modes, std=0.01)
-    assert m["modes"] == 2 and m["high_quality"] == 0.75
-    p = torch.tensor([2 / 3, 1 / 3])
-    assert m["reverse_kl"] == pytest.approx((p * (2 * p).log()).sum().item())
-    assert mode_coverage(samples[:2], modes, 0.01)["reverse_kl"] == pytest.approx(torch.log(
-        torch.tensor(2.0)).item())
-    # Spread: offsets (0, .01), (.02, 0), (−.01, 0) → RMS per coordinate √(6e-4/6) = 0.01.
-    assert m["spread"] == pytest.approx(1.0)
-
-
-def test_mode_coverage_of_the_data_itself():
-    # Samples of the mixture: every mode, almost all high quality, a near-uniform
-    # histogram, and the truncated-Gaussian spread √(E[χ²₂ | χ²₂ < 9]/2).
-    data = load_dataset("grid", num_samples=20_000, seed=3)
-    m = mode_coverage(data.x[:2500], data.modes, data.mode_std)
-    tail = math.exp(-4.5)
-    assert m["modes"] == 25
-    assert m["high_quality"] == pytest.approx(1 - tail, abs=4 * math.sqrt(tail / 2500))
-    assert m["reverse_kl"] < 3 * 24 / (2 * 2500)  # sampling noise: E ≈ (M − 1)/(2N)
-    expected = math.sqrt((2 - 9 * tail / (1 - tail)) / 2)
-    # Standard error of a RMS over 2·2,500 coordinates is about spread/√(2·5000).
-    assert m["spread"] == pytest.approx(expected, abs=4 * expected / math.sqrt(10_000))
-    collapsed = mode_coverage(data.modes.repeat(100, 1), data.modes, data.mode_std)
-    assert collapsed["high_quality"] == 1.0 and collapsed["spread"] == 0.0
 
 
 class _Interrupted(Exception):
@@ -102,7 +76,7 @@ class _Interrupted(Exception):
 
 
 def test_resume_continues_bit_identically(tmp_path, ring, monkeypatch):
-    config = tiny_config(entropy_weight=0.1, steps=60, ckpt_every=20, log_every=10,
+    config = tiny_config(entropy={"weight": 0.1}, steps=60, ckpt_every=20, log_every=10,
                          lr_schedule="cosine")
     straight = train_gan(config, tmp_path / "straight", dataset=ring)
 
@@ -148,36 +122,102 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, ring):
         train_gan(config, tmp_path, resume=True, dataset=ring)
 
 
+class _RunsCodeWhenUnpickled:
+    """A pickle payload that creates a file when unpickled (stands for any code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_checkpoints_are_read_without_unpickling_code(tmp_path, ring):
+    import pickle
+
+    from spectral_backprop.train import read_checkpoint
+
+    config = tiny_config(steps=10, ckpt_every=10, log_every=10)
+    train_gan(config, tmp_path, dataset=ring)
+    payload = read_checkpoint(tmp_path / "checkpoint.pt")  # the safe loader reads ours
+    assert payload["step"] == 10 and payload["kind"] == "GANConfig"
+    marker = tmp_path / "payload_ran"
+    evil = _RunsCodeWhenUnpickled(marker)
+    pickle.loads(pickle.dumps(evil)).close()  # the payload does run under plain pickle
+    assert marker.exists()
+    marker.unlink()
+    ckpt = tmp_path / "checkpoint.pt"
+    for write in (lambda: torch.save({**payload, "extra": {"x": evil}}, ckpt),
+                  lambda: ckpt.write_bytes(pickle.dumps(evil))):
+        write()
+        with pytest.raises(CheckpointError, match="other than tensors and plain data"):
+            train_gan(config, tmp_path, resume=True, dataset=ring)
+        with pytest.raises(ValueError, match="cannot read checkpoint"):
+            read_checkpoint(ckpt)
+        assert not marker.exists()
+
+
+def test_load_gan_generator(tmp_path, ring):
+    from spectral_backprop.train import ReverseKLConfig, load_gan_generator, save_checkpoint
+
+    config = tiny_config(steps=10, ckpt_every=10, log_every=10)
+    trained = train_gan(config, tmp_path / "run", dataset=ring)
+    G, loaded, data = load_gan_generator(tmp_path / "run")
+    assert loaded == config and data.name == ring.name and G.latent_dim == 2
+    assert not G.training
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        assert torch.equal(G(z), trained.generator(z))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_gan_generator(tmp_path / "nowhere")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_gan_generator(tmp_path / "garbage.pt")
+    save_checkpoint(tmp_path / "rkl.pt", step=0, config=ReverseKLConfig(), modules={},
+                    optimizers={}, generator=torch.Generator())
+    with pytest.raises(ValueError, match="not a GAN training checkpoint"):
+        load_gan_generator(tmp_path / "rkl.pt")
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="unknown GANConfig field"):
         GANConfig.from_dict({"lr": 1.0})
-    with pytest.raises(ValueError, match="reg_schedule"):
-        GANConfig(reg_schedule="exponential")
+    with pytest.raises(ValueError, match="r1 has no field.*foo"):
+        GANConfig.from_dict({"r1": {"foo": 1.0}})
+    with pytest.raises(ValueError, match="r1.decay.shape must be constant, linear or cosine"):
+        GANConfig(r1={"decay": {"shape": "exponential"}})
     for start in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="reg_decay_start"):
-            GANConfig(reg_decay_start=start)
+        with pytest.raises(ValueError, match="entropy.decay.start must be in"):
+            GANConfig(entropy={"decay": {"start": start}})
     for end in (0.3, 1.1):
-        with pytest.raises(ValueError, match="reg_decay_end"):
-            GANConfig(reg_decay_start=0.3, reg_decay_end=end)
-    with pytest.raises(ValueError, match="entropy_batch"):
-        GANConfig(batch_size=8, entropy_weight=1.0, entropy_batch=16)
-    with pytest.raises(ValueError, match="entropy_decay needs reg_schedule"):
-        GANConfig(entropy_decay=(0.0, 0.5))
-    for window in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.1, 0.2, 0.3)):
-        with pytest.raises(ValueError, match="entropy_decay must be"):
-            GANConfig(reg_schedule="cosine", entropy_decay=window)
-    # R1's own window is no separate window: stored as None, so configs compare equal.
-    same = GANConfig(reg_schedule="cosine", reg_decay_start=0.5, entropy_decay=[0.5, 1.0])
-    assert same.entropy_decay is None
-    assert not same.differences(GANConfig(reg_schedule="cosine", reg_decay_start=0.5).to_dict())
+        with pytest.raises(ValueError, match="r1.decay.end must be in"):
+            GANConfig.from_dict({"r1": {"decay": {"start": 0.3, "end": end}}})
+    with pytest.raises(ValueError, match="entropy.batch"):
+        GANConfig(batch_size=8, entropy=EntropyTerm(weight=1.0, batch=16))
+    with pytest.raises(ValueError, match="lr_schedule must be constant or cosine"):
+        GANConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="steps must be positive"):
         GANConfig(steps=0)
+    # The flat fields of old runs keep their old checks.
+    with pytest.raises(ValueError, match="entropy_decay needs reg_schedule"):
+        GANConfig.from_dict({"entropy_decay": (0.0, 0.5)})
+    for window in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.1, 0.2, 0.3)):
+        with pytest.raises(ValueError, match="entropy_decay must be"):
+            GANConfig.from_dict({"reg_schedule": "cosine", "entropy_decay": window})
+    with pytest.raises(ValueError, match="r1.decay.start must be in"):
+        GANConfig.from_dict({"reg_decay_start": 1.0})
+    # R1's own window given to β is the same run as β following R1: equal configs.
+    same = GANConfig.from_dict({"reg_schedule": "cosine", "reg_decay_start": 0.5,
+                                "entropy_decay": [0.5, 1.0]})
+    assert same.entropy.decay == same.r1.decay == Decay("cosine", 0.5, 1.0)
+    follows = GANConfig.from_dict({"reg_schedule": "cosine", "reg_decay_start": 0.5})
+    assert follows == same and not same.differences(follows.to_dict())
 
 
 def test_stochastic_entropy_is_deterministic_given_the_seed(tmp_path, ring):
     # Probes are drawn from the run's generator, so a stochastic estimate repeats exactly.
-    config = tiny_config(entropy_weight=0.1, entropy_method="lanczos", entropy_batch=8,
-                         entropy_options={"num_probes": 2}, steps=6, log_every=3)
+    config = tiny_config(entropy={"weight": 0.1, "method": "lanczos", "batch": 8,
+                                  "options": {"num_probes": 2}}, steps=6, log_every=3)
     a = train_gan(config, tmp_path / "a", dataset=ring)
     b = train_gan(config, tmp_path / "b", dataset=ring)
     assert all(torch.equal(p, q) for p, q in zip(a.generator.parameters(),
@@ -189,8 +229,8 @@ def test_stochastic_entropy_is_deterministic_given_the_seed(tmp_path, ring):
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
 @pytest.mark.parametrize("start", [0.0, 0.5])
 def test_regularizer_schedule(schedule, start):
-    config = GANConfig(steps=1000, reg_schedule=schedule, reg_decay_start=start)
-    scales = [gan_module.regularizer_scale(step, config) for step in range(1000)]
+    decay = Decay(schedule, start)
+    scales = [decay.scale(step, 1000) for step in range(1000)]
     # Held at 1 until the decay starts, then never increasing.
     held = int(start * 1000) + 1
     assert scales[:held] == [1.0] * held
@@ -207,16 +247,20 @@ def test_regularizer_schedule(schedule, start):
     assert scales[-1] < 0.01
     # Ending the decay early: the same curve compressed into [start, end], then 0.
     end = start + (1 - start) / 2
-    early = GANConfig(steps=1000, reg_schedule=schedule, reg_decay_start=start,
-                      reg_decay_end=end)
-    compressed = [gan_module.regularizer_scale(step, early) for step in range(1000)]
+    early = Decay(schedule, start, end)
+    compressed = [early.scale(step, 1000) for step in range(1000)]
     assert compressed[int((start + end) / 2 * 1000)] == pytest.approx(0.5)
     assert set(compressed[int(end * 1000):]) == {0.0}
+    # The old flat spelling gives both terms this decay.
+    old = GANConfig.from_dict({"reg_schedule": schedule, "reg_decay_start": start,
+                               "reg_decay_end": end})
+    assert old.r1.decay == old.entropy.decay == early
 
 
 def test_decaying_regularizers_are_applied_and_logged(tmp_path, ring, monkeypatch):
-    config = tiny_config(entropy_weight=0.2, r1_weight=0.5, reg_schedule="linear",
-                         reg_decay_start=0.5, steps=40, log_every=10)
+    decay = {"shape": "linear", "start": 0.5}
+    config = tiny_config(entropy={"weight": 0.2, "decay": decay},
+                         r1={"weight": 0.5, "decay": decay}, steps=40, log_every=10)
     seen = {"r1": [], "entropy": []}
     real_r1, real_entropy = gan_module.r1_penalty, gan_module.generator_entropy
 
@@ -234,17 +278,21 @@ def test_decaying_regularizers_are_applied_and_logged(tmp_path, ring, monkeypatc
     assert len(seen["r1"]) == len(seen["entropy"]) == 40  # the scale is > 0 until the end
     records = read_metrics(tmp_path)
     # The logged scale is the one of the last update before each record.
-    expected = [gan_module.regularizer_scale(r["step"] - 1, config) for r in records]
+    expected = [config.r1.decay.scale(r["step"] - 1, config.steps) for r in records]
     assert [r["reg_scale"] for r in records] == pytest.approx(expected)
     assert records[0]["reg_scale"] == 1.0 and records[-1]["reg_scale"] < 0.1
+    assert [r["beta"] for r in records] == pytest.approx([0.2 * e for e in expected])
 
 
 def test_entropy_decay_window_acts_on_beta_alone(tmp_path, ring, monkeypatch):
-    # β decays over its own window (here: gone at 40% of training); γ keeps R1's.
+    # β decays over its own window (here: gone at 40% of training); γ keeps R1's. Spelt
+    # with the flat fields of old runs, which keep their meaning.
     config = tiny_config(entropy_weight=0.2, r1_weight=0.5, reg_schedule="linear",
                          reg_decay_start=0.5, entropy_decay=[0.0, 0.4], steps=40,
                          log_every=5)
-    assert config.entropy_decay == (0.0, 0.4) and "steps" not in config.resumable()
+    assert config.entropy.decay == Decay("linear", 0.0, 0.4) and config.entropy.weight == 0.2
+    assert config.r1 == GANConfig(r1={"weight": 0.5, "decay": Decay("linear", 0.5)}).r1
+    assert config.entropy.batch == 16 and "steps" not in config.resumable()
     calls = []
     real_entropy = gan_module.generator_entropy
     monkeypatch.setattr(gan_module, "generator_entropy",
@@ -256,7 +304,7 @@ def test_entropy_decay_window_acts_on_beta_alone(tmp_path, ring, monkeypatch):
     betas = [0.2 * (1 - (r["step"] - 1) / 16) if r["step"] - 1 < 16 else 0.0
              for r in records]
     assert [r["beta"] for r in records] == pytest.approx(betas)
-    expected = [gan_module.regularizer_scale(r["step"] - 1, config) for r in records]
+    expected = [config.r1.decay.scale(r["step"] - 1, config.steps) for r in records]
     assert [r["reg_scale"] for r in records] == pytest.approx(expected)
     assert records[-1]["reg_scale"] > 0  # R1 is still on when β is long gone
 
@@ -265,14 +313,64 @@ def test_old_checkpoints_without_new_fields_still_resume(tmp_path, ring):
     # A run saved before a config field existed used that field's default.
     config = tiny_config(steps=10, ckpt_every=10, log_every=10)
     saved = config.to_dict()
-    del saved["g_activation"], saved["reg_schedule"], saved["r1_weight"]
+    del saved["g_activation"], saved["r1"]["weight"], saved["entropy"]["decay"]
     assert config.mismatches(saved) == []
     assert tiny_config(g_activation="leaky_relu").mismatches(saved) == ["g_activation"]
     # The message names the value the old run used (the default), not a missing one.
     assert tiny_config(g_activation="leaky_relu").mismatch_details(saved) == (
         "g_activation: checkpoint None, now 'leaky_relu'")
-    assert tiny_config(r1_weight=0.5).mismatch_details(saved) == (
-        "r1_weight: checkpoint 0.0, now 0.5")
+    assert tiny_config(r1={"weight": 0.5}).mismatch_details(saved) == (
+        "r1.weight: checkpoint 0.0, now 0.5")
+
+
+# config.json of the grid protocol's entropy variant, as written before R1 and
+# EntropyTerm existed (flat fields).
+OLD_GRID_CONFIG = {
+    "dataset": "grid", "data_options": {}, "arch": "auto", "latent_dim": None, "width": 128,
+    "depth": None, "g_activation": None, "steps": 20000, "batch_size": 256, "d_steps": 1,
+    "lr_g": 0.001, "lr_d": 0.001, "adam_betas": [0.5, 0.999], "lr_schedule": "cosine",
+    "r1_weight": 0.1, "entropy_weight": 0.01, "reg_schedule": "cosine",
+    "reg_decay_start": 0.5, "reg_decay_end": 1.0, "entropy_decay": [0.0, 0.5],
+    "entropy_batch": 32, "entropy_method": "exact", "entropy_options": {},
+    "entropy_dtype": "float64", "entropy_cap": None, "seed": 0, "log_every": 100,
+    "ckpt_every": 1000, "device": "auto", "progress": True}
+
+
+def test_old_flat_config_migrates_to_the_nested_one():
+    new = GANConfig(
+        dataset="grid", width=128, batch_size=256, steps=20000, lr_g=1e-3, lr_d=1e-3,
+        lr_schedule="cosine", r1={"weight": 0.1, "decay": Decay("cosine", 0.5, 1.0)},
+        entropy=EntropyTerm(weight=0.01, batch=32, decay=Decay("cosine", 0.0, 0.5)),
+        log_every=100, ckpt_every=1000)
+    assert GANConfig.from_dict(OLD_GRID_CONFIG) == new
+    assert new.differences(OLD_GRID_CONFIG) == {}  # an old run resumes under the new config
+    # β without a window of its own (entropy_decay None) decays as R1 does.
+    follows = GANConfig.from_dict({**OLD_GRID_CONFIG, "entropy_decay": None})
+    assert follows.entropy.decay == follows.r1.decay == Decay("cosine", 0.5, 1.0)
+    # A difference is named by its nested path, with the old run's value first.
+    assert new.differences({**OLD_GRID_CONFIG, "entropy_decay": None}) == {
+        "entropy.decay.end": (1.0, 0.5), "entropy.decay.start": (0.5, 0.0)}
+    assert new.mismatch_details({**OLD_GRID_CONFIG, "r1_weight": 0.2}, label="run") == (
+        "r1.weight: run 0.2, now 0.1")
+    # Nested values print one per line and save as nested JSON that reads back.
+    assert "r1.decay.start      = 0.5" in new.describe()
+    assert GANConfig.from_dict(json.loads(json.dumps(new.to_dict()))) == new
+
+
+def test_differences_compare_nested_values():
+    config = GANConfig(r1={"weight": 0.1}, entropy={"weight": 0.2, "options": {"jitter": 1}})
+    saved = config.to_dict()
+    assert config.differences(saved) == {}
+    saved["entropy"]["options"] = {"jitter": 2}
+    saved["r1"]["decay"]["shape"] = "cosine"
+    saved["steps"] = 10  # resumable: a constant schedule does not depend on it
+    assert config.differences(saved) == {
+        "entropy.options": ({"jitter": 2}, {"jitter": 1}),
+        "r1.decay.shape": ("cosine", "constant")}
+    # A decaying term pins steps (the schedule depends on it).
+    decaying = GANConfig(entropy={"decay": {"shape": "linear"}})
+    assert "steps" not in decaying.resumable() and "steps" in GANConfig().resumable()
+    assert list(decaying.differences({**decaying.to_dict(), "steps": 10})) == ["steps"]
 
 
 def test_relu_generator_is_rank_deficient_where_leaky_relu_is_not():
@@ -318,46 +416,15 @@ def test_r1_penalty_matches_the_analytic_input_gradient():
 
 
 def test_r1_penalty_smooths_the_discriminator(tmp_path, ring):
-    with pytest.raises(ValueError, match="r1_weight"):
-        tiny_config(r1_weight=-1.0)
+    with pytest.raises(ValueError, match="r1.weight must be >= 0"):
+        tiny_config(r1={"weight": -1.0})
     real = ring.x[:500].clone().requires_grad_(True)
     sq_grad = {}
     for gamma in (0.0, 10.0):
-        D = train_gan(tiny_config(r1_weight=gamma, steps=40), tmp_path / str(gamma),
+        D = train_gan(tiny_config(r1={"weight": gamma}, steps=40), tmp_path / str(gamma),
                       dataset=ring).discriminator
         sq_grad[gamma] = gan_module.r1_penalty(D(real), real).item()
     assert sq_grad[10.0] < 0.5 * sq_grad[0.0]
-
-
-def test_modes_command_writes_the_documented_summary(tmp_path, capsys):
-    # Tiny budget: checks the protocol's plumbing (both variants, same budget, the
-    # results.json layout of the issue, seed splitting and reuse), not its figures.
-    from spectral_backprop.cli import main
-
-    tiny = ["--dataset", "grid", "--steps", "6", "--width", "8", "--depth", "1",
-            "--batch-size", "32", "--entropy-batch", "4", "--log-every", "3",
-            "--ckpt-every", "3", "--no-progress", "--out", str(tmp_path)]
-    assert main(["modes", "--seeds", "1", *tiny]) == 0
-    assert main(["modes", "--seeds", "2", "--first-seed", "1", *tiny]) == 0
-    first = (tmp_path / "gan" / "seed0" / "eval.json").stat().st_mtime_ns
-    assert main(["modes", "--seeds", "2", "--resume", *tiny]) == 0  # summary of both
-    assert (tmp_path / "gan" / "seed0" / "eval.json").stat().st_mtime_ns == first
-    res = json.loads((tmp_path / "results.json").read_text())
-    assert res["seeds"] == 2 and set(res["variants"]) == {"gan", "entropy"}
-    for variant in res["variants"].values():
-        assert len(variant["per_seed"]) == 2
-        for key in ("modes", "high_quality", "reverse_kl", "spread"):
-            assert set(variant[key]) == {"mean", "se"}
-    configs = {v: json.loads((tmp_path / v / "seed1" / "config.json").read_text())
-               for v in ("gan", "entropy")}
-    assert configs["gan"]["entropy_weight"] == 0.0
-    assert configs["entropy"]["entropy_weight"] == res["entropy_weight"] > 0
-    # Same budget: the configs differ in β only.
-    differ = {k for k in configs["gan"] if configs["gan"][k] != configs["entropy"][k]}
-    assert differ == {"entropy_weight"}
-    assert configs["gan"]["r1_weight"] == 0.1  # the grid protocol's defaults apply
-    assert main(["modes", "--seeds", "1", "--first-seed", "1", *tiny]) == 2
-    assert "--first-seed" in capsys.readouterr().err
 
 
 def test_truncated_entropy_matches_a_dense_reference():
@@ -376,7 +443,7 @@ def test_truncated_entropy_matches_a_dense_reference():
     z = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     prior_entropy = 1.0 + math.log(2 * math.pi)  # H[N(0, I₂)]
     cap = 0.4
-    value = generator_entropy(G, z, GANConfig(entropy_cap=cap))
+    value = generator_entropy(G, z, EntropyTerm(cap=cap))
     half_logdet = a.detach() * z[:, 1]
     expected = prior_entropy + half_logdet.clamp(max=cap).mean()
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -386,8 +453,8 @@ def test_truncated_entropy_matches_a_dense_reference():
     assert 0 < below.sum() < len(z)  # the test exercises both sides of the cap
     assert grad.item() == pytest.approx((z[:, 1] * below).mean().item(), rel=1e-5)
     # A cap above every sample gives the plain entropy.
-    plain = generator_entropy(G, z, GANConfig())
-    assert generator_entropy(G, z, GANConfig(entropy_cap=1e6)).item() == pytest.approx(
+    plain = generator_entropy(G, z, GANConfig())  # a whole config: its entropy term
+    assert generator_entropy(G, z, GANConfig(entropy={"cap": 1e6})).item() == pytest.approx(
         plain.item(), rel=1e-12)
     assert plain.item() == pytest.approx((prior_entropy + half_logdet.mean()).item(), rel=1e-6)
 
@@ -402,30 +469,65 @@ def test_entropy_flags_reach_the_config():
                                           "--reg-schedule", "cosine",
                                           "--entropy-decay", "0", "0.5", "--out", "x"])
         config = config_from_args(args)
-        assert config.entropy_cap == -0.5 and config.entropy_decay == (0.0, 0.5)
+        assert config.entropy.cap == -0.5 and config.entropy.decay == Decay("cosine", 0, 0.5)
+        assert config.r1.decay == Decay("cosine", 0.0, 1.0)
     args = build_parser().parse_args(["train", "--out", "x"])
     config = config_from_args(args)
-    assert config.entropy_cap is None and config.entropy_decay is None
-    # "off" undoes a window that a base config (the modes protocol) sets.
+    assert config.entropy.cap is None and config.entropy.decay == Decay()
+    # "off" undoes a window that a base config (the modes protocol) sets: β decays as R1.
     args = build_parser().parse_args(["modes", "--dataset", "grid", "--entropy-decay", "off",
                                       "--out", "x"])
-    assert config_from_args(args, base={"entropy_decay": (0.0, 0.5)}).entropy_decay is None
+    base = {"r1": {"decay": {"shape": "cosine", "start": 0.5}},
+            "entropy": {"decay": {"shape": "cosine", "end": 0.5}}}
+    assert config_from_args(args, base=base).entropy.decay == Decay("cosine", 0.5, 1.0)
+    old_base = {"reg_schedule": "cosine", "entropy_decay": (0.0, 0.5)}
+    assert config_from_args(args, base=old_base).entropy.decay == Decay("cosine", 0.0, 1.0)
     for bad in (["0.5"], ["a", "b"], ["0", "0.5", "1"]):
         args = build_parser().parse_args(["train", "--entropy-decay", *bad, "--out", "x"])
         with pytest.raises(CLIError, match="--entropy-decay takes START END or off"):
             config_from_args(args)
 
 
-def test_modes_summary_refuses_runs_trained_under_other_settings(tmp_path, capsys):
-    from spectral_backprop.cli import main
+def test_deprecated_schedule_flags_match_the_new_ones():
+    # The scripts' old spellings on top of the grid protocol give the configs that the
+    # new spellings give (experiments/modes.sh, docs/training.md).
+    from spectral_backprop.cli import build_parser
+    from spectral_backprop.cli.train import config_from_args
 
-    tiny = ["--dataset", "grid", "--steps", "4", "--width", "8", "--depth", "1",
-            "--batch-size", "32", "--entropy-batch", "4", "--log-every", "2",
-            "--ckpt-every", "2", "--no-progress", "--out", str(tmp_path)]
-    assert main(["modes", "--seeds", "1", *tiny]) == 0
-    capsys.readouterr()
-    # Summarising the same folder under another learning rate must not reuse those runs.
-    assert main(["modes", "--seeds", "1", "--resume", "--lr-g", "5e-4", *tiny]) == 2
-    err = capsys.readouterr().err
-    assert "trained with other settings" in err and "lr_g: run 0.001, now 0.0005" in err
-    assert main(["modes", "--seeds", "1", "--resume", *tiny]) == 0
+    base = {"r1": {"weight": 0.1, "decay": {"shape": "cosine", "start": 0.5}},
+            "entropy": {"decay": {"shape": "cosine", "end": 0.5}}}
+    pairs = [
+        ("--r1-weight 0 --reg-schedule constant --reg-decay-start 0 --entropy-decay off",
+         "--r1-weight 0 --r1-decay-shape constant --r1-decay-start 0 "
+         "--entropy-decay-shape constant --entropy-decay-end 1"),
+        ("--entropy-decay off", "--entropy-decay-start 0.5 --entropy-decay-end 1"),
+        ("--reg-decay-end 0.75", "--r1-decay-end 0.75"),
+        ("--reg-schedule cosine --reg-decay-start 0.5 --entropy-decay 0 0.5",
+         "--r1-decay-shape cosine --r1-decay-start 0.5 --entropy-decay-shape cosine "
+         "--entropy-decay-end 0.5"),
+    ]
+    for old, new in pairs:
+        configs = [config_from_args(build_parser().parse_args(
+            ["modes", "--dataset", "grid", *flags.split(), "--out", "x"]), base=base)
+            for flags in (old, new)]
+        assert configs[0] == configs[1], old
+    # From the defaults of train: --reg-decay-start moves β's window along with R1's.
+    args = build_parser().parse_args(["train", "--reg-schedule", "linear",
+                                      "--reg-decay-start", "0.5", "--out", "x"])
+    config = config_from_args(args)
+    assert config.r1.decay == config.entropy.decay == Decay("linear", 0.5, 1.0)
+
+
+@pytest.mark.parametrize(("method", "k"), [("auto", 4), ("exact", 4), ("lanczos", 4)])
+def test_generator_entropy_passes_the_run_generator_only_to_stochastic_paths(method, k):
+    # auto below its crossover runs the exact path, which takes no generator: passing one
+    # would warn that it is ignored (warnings are errors here).
+    from spectral_backprop.train import EntropyTerm
+    from spectral_backprop.train.gan import generator_entropy
+
+    G = torch.nn.Sequential(torch.nn.Linear(k, 8), torch.nn.Tanh(), torch.nn.Linear(8, 6))
+    z = torch.randn(3, k)
+    options = {"num_probes": 2} if method == "lanczos" else {}
+    term = EntropyTerm(weight=1.0, method=method, options=options)
+    h = generator_entropy(G, z, term, torch.Generator().manual_seed(0))
+    assert h.shape == () and torch.isfinite(h)

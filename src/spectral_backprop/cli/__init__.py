@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # One line per subcommand module, in the order shown by --help.
 _SUBCOMMANDS = [
@@ -26,6 +27,18 @@ _SUBCOMMANDS = [
 
 class CLIError(Exception):
     """An error meant for a person: printed without a traceback, exit code 2."""
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` and check it can be written, or raise :class:`CLIError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise CLIError(f"cannot write to output folder {path}: {err}") from err
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,12 +5,17 @@ state of every random number generator the run draws from (the run's own
 ``torch.Generator`` and torch's global generators). It is written to a temporary file in
 the same folder and moved into place with ``os.replace``, which is atomic on POSIX and
 Windows: a run killed mid-write leaves the previous checkpoint intact.
+
+A checkpoint holds only tensors and plain data (dicts, lists, numbers, strings), so it
+is read with ``torch.load(..., weights_only=True)``: a file that holds any other
+object is refused instead of unpickled, and so cannot run code when it is opened.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,12 @@ from spectral_backprop.train.config import _Config
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed: unreadable, or from a different run."""
+class CheckpointError(RuntimeError, ValueError):
+    """A checkpoint that cannot be used: unreadable, or from a different run.
+
+    A ``RuntimeError`` (as it always was) and a ``ValueError`` (a bad input file, as
+    :func:`~spectral_backprop.train.loading.load_gan_generator` has always raised).
+    """
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -54,29 +63,48 @@ def save_checkpoint(path: str | Path, *, step: int, config: _Config,
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The payload of a checkpoint file, read safely (tensors and plain data only).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is unreadable, truncated, holds objects other than
+            tensors and plain data, or is not a checkpoint of this format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():
+            # A file pickled by other means: it is refused below, or read if harmless.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError) as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {err}. The file is corrupt or truncated, or "
+            "holds objects other than tensors and plain data (which are never unpickled); "
+            "delete it (and its run folder) to start afresh."
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a spectral-backprop checkpoint "
+                              f"(format version {FORMAT_VERSION})")
+    return payload
+
+
 def load_checkpoint(path: str | Path, *, config: _Config, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer],
                     generator: torch.Generator) -> dict[str, Any]:
     """Restore a checkpoint into live objects; returns the payload (``step``, ``extra``).
 
     Raises:
-        CheckpointError: the file is unreadable or truncated, was written by another
-            kind of run, or by a config differing in a field outside ``RESUMABLE``.
+        CheckpointError: the file is unreadable or truncated (:func:`read_checkpoint`),
+            was written by another kind of run, or by a config differing in a field
+            outside ``RESUMABLE``.
     """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError) as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {err}. The file is corrupt or truncated; "
-            "delete it (and its run folder) to start afresh."
-        ) from err
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a spectral-backprop checkpoint "
-                              f"(format version {FORMAT_VERSION})")
-    if payload["kind"] != type(config).__name__:
-        raise CheckpointError(f"{path} was written by a {payload['kind']} run, "
+    payload = read_checkpoint(path)
+    if payload.get("kind") != type(config).__name__:
+        raise CheckpointError(f"{path} was written by a {payload.get('kind')} run, "
                               f"not a {type(config).__name__} run")
     details = config.mismatch_details(payload["config"])
     if details:

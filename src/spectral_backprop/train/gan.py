@@ -6,18 +6,21 @@ entropy (Ramesh & LeCun 2018, arXiv 1806.00499, section 4):
     L_D = E_x softplus(−D(x)) + E_z softplus(D(G(z)))
     L_G = E_z softplus(−D(G(z))) − β·H[p_G],   H[p_G] = H[p_Z] + ½ E_z log det JᵀJ
 
-with an optional R1 penalty ``γ/2·E‖∇ₓD(x)‖²`` on real data in ``L_D``, and β and γ
-optionally decayed to 0 over training (:func:`regularizer_scale`).
+with an optional R1 penalty ``γ/2·E‖∇ₓD(x)‖²`` on real data in ``L_D`` (Mescheder et
+al. 2018, arXiv 1801.04406), and β and γ each optionally decayed to 0 over training
+(:class:`~spectral_backprop.train.config.Decay`).
 
 ``H`` is estimated on a sub-batch of latents by :func:`spectral_backprop.entropy`
 (exact, or a stochastic estimator for large k); its gradient is spectral
 backpropagation. The entropy pushes against mode collapse: a generator that maps a
 region of latent space onto a point has ``log det JᵀJ → −∞`` there.
+
+:func:`train_gan` is the loop: per step, ``d_steps`` calls of :func:`d_step`, then one
+of :func:`g_step`; :class:`GANState` holds what a checkpoint saves.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +28,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from torch import Tensor
 
 from spectral_backprop.data import Dataset, load_dataset
+from spectral_backprop.density import entropy
 from spectral_backprop.models import build_gan
+from spectral_backprop.progress import progress
+from spectral_backprop.runfiles import CHECKPOINT, METRICS
+from spectral_backprop.spectral import METHOD_OPTIONS, resolve_method
 from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
-from spectral_backprop.train.config import GANConfig
-from spectral_backprop.train.distributed import setup_distributed
-from spectral_backprop.train.run import CHECKPOINT, METRICS, MetricsLog, prepare_run_dir
+from spectral_backprop.train.config import EntropyTerm, GANConfig
+from spectral_backprop.train.distributed import Distributed, setup_distributed
+from spectral_backprop.train.run import MetricsLog, prepare_run_dir
 
 
 @dataclass
@@ -65,7 +72,7 @@ def build_models(config: GANConfig, data: Dataset) -> tuple[torch.nn.Module, tor
     return G, D, k
 
 
-def in_dtype(G: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+def in_dtype(G: torch.nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
     """``G`` evaluated with its parameters and buffers cast to ``dtype``, differentiably.
 
     Gradients flow back through the casts into the original (float32) parameters.
@@ -77,11 +84,13 @@ def in_dtype(G: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor],
     return lambda z: torch.func.functional_call(G, tensors, (z.to(dtype),))
 
 
-def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """``H[p_G]`` estimated on latents ``z`` with the configured estimator (differentiable).
+def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConfig,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """``H[p_G]`` estimated on latents ``z`` as ``term`` says (differentiable).
 
-    With ``config.entropy_cap = c`` it is the truncated entropy
+    ``term`` is an :class:`~spectral_backprop.train.config.EntropyTerm` or a whole
+    :class:`~spectral_backprop.train.config.GANConfig` (its ``entropy``). With
+    ``term.cap = c`` it is the truncated entropy
 
         H_c = H[p_Z] + E_z min(½ log det JᵀJ, c)  ≤  H[p_G]
 
@@ -91,53 +100,26 @@ def generator_entropy(G: torch.nn.Module, z: torch.Tensor, config: GANConfig,
     pays the generator to put mass on those bridges. Collapse is the opposite limit,
     ``log det JᵀJ → −∞``, and the truncated term still pushes against it with full force.
 
-    Computed in ``config.entropy_dtype``: a GAN generator squeezes each mode into a
+    Computed in ``term.dtype``: a GAN generator squeezes each mode into a
     tiny region, so ``JᵀJ`` becomes ill-conditioned, and in float32 its smallest
     eigenvalue drowns in round-off (``λ_min < k·eps·λ_max``, a condition number of
     ``JᵀJ`` above ~4·10⁶), which makes ``log det`` infinite exactly where the entropy
     term should act. Float64 costs little on the entropy sub-batch.
     """
-    from spectral_backprop import entropy
-
-    options = dict(config.entropy_options)
-    if config.entropy_method != "exact" and generator is not None:
+    if isinstance(term, GANConfig):
+        term = term.entropy
+    options = dict(term.options)
+    # The run's generator draws the probes of a stochastic estimator (for bit-identical
+    # resumes); the exact path takes none.
+    used = METHOD_OPTIONS.get(resolve_method(term.method, z.shape[-1]))
+    if generator is not None and (used is None or "generator" in used):
         options.setdefault("generator", generator)
-    dtype = getattr(torch, config.entropy_dtype)
-    return entropy(in_dtype(G, dtype), z.to(dtype), method=config.entropy_method,
-                   cap=config.entropy_cap, **options).value.float()
+    dtype = getattr(torch, term.dtype)
+    return entropy(in_dtype(G, dtype), z.to(dtype), method=term.method, cap=term.cap,
+                   **options).value.float()
 
 
-def regularizer_scale(step: int, config: GANConfig,
-                      window: tuple[float, float] | None = None) -> float:
-    """Factor in [0, 1] on a regulariser (β or the R1 γ) at update ``step`` (0-based).
-
-    With ``u = step / steps`` and the decay window ``(s, e)`` (``window``, by default
-    ``(reg_decay_start, reg_decay_end)``; β uses ``config.entropy_decay`` when set), the
-    factor is 1 for ``u ≤ s``, decays to 0 at ``u = e`` and stays 0 after it::
-
-        linear:  1 − v            cosine:  ½(1 + cos πv),      v = min(1, (u − s)/(e − s))
-
-    (the cosine shape of Loshchilov & Hutter's SGDR, arXiv 1608.03983, without restarts).
-
-    Why decay: both regularisers trade sharpness for coverage. The generator's optimum
-    under ``KL(p_G‖p_data) − β′H[p_G]`` is the tempered ``p_data^{1/(1+β′)}``, broader
-    than the data, and an R1-smoothed discriminator cannot resolve modes narrower than
-    its smoothness. Strong early, they keep mass on every mode while the generator is
-    still moving; letting them go to 0 recovers sharp modes at the end. Ending the
-    decay before the learning rate has decayed (``e < 1``) leaves a phase of plain GAN
-    training in which the generator can still move.
-    """
-    u = step / config.steps
-    s, e = window or (config.reg_decay_start, config.reg_decay_end)
-    if config.reg_schedule == "constant" or u <= s:
-        return 1.0
-    v = min(1.0, (u - s) / (e - s))
-    if config.reg_schedule == "linear":
-        return 1.0 - v
-    return 0.5 * (1.0 + math.cos(math.pi * v))
-
-
-def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
     """``E‖∇ₓD(x)‖²`` over the real batch (differentiable), for the R1 penalty
     ``γ/2·E‖∇ₓD(x)‖²`` of Mescheder, Geiger & Nowozin 2018 (arXiv 1801.04406).
 
@@ -153,6 +135,127 @@ def make_schedule(opt: torch.optim.Optimizer, config: GANConfig):
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+
+
+@dataclass
+class GANState:
+    """The live objects of a run: networks, optimisers, learning-rate schedules, and the
+    run's random generator (all a checkpoint saves and restores)."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+    rng: torch.Generator
+    latent_dim: int
+    dd: Distributed
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict:
+        return {"G": self.opt_g, "D": self.opt_d, "sched_G": self.sched_g,
+                "sched_D": self.sched_d}
+
+    def latents(self, n: int) -> Tensor:
+        """This process's share of ``n`` latents ``z ~ N(0, I)`` from the run's generator."""
+        z = torch.randn(n, self.latent_dim, generator=self.rng)
+        return self.dd.shard(z).to(self.dd.device)
+
+    def real(self, data: Dataset, n: int) -> Tensor:
+        """This process's share of a batch of ``n`` training points."""
+        return self.dd.shard(data.batch(n, self.rng)).to(self.dd.device)
+
+
+def build_state(config: GANConfig, data: Dataset, dd: Distributed) -> GANState:
+    """Models initialised from ``config.seed`` (the same on every process), Adam, the
+    learning-rate schedules, and the run's random generator.
+
+    Batches and latents come from that CPU generator (the same stream on every process
+    and device); it is the only randomness after initialisation.
+    """
+    torch.manual_seed(config.seed)
+    G, D, k = build_models(config, data)
+    G, D = G.to(dd.device), D.to(dd.device)
+    dd.broadcast_parameters(G)
+    dd.broadcast_parameters(D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.adam_betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.adam_betas)
+    rng = torch.Generator().manual_seed(config.seed + 1)
+    return GANState(G, D, opt_g, opt_d, make_schedule(opt_g, config),
+                    make_schedule(opt_d, config), rng, k, dd)
+
+
+def d_step(s: GANState, real: Tensor, z: Tensor, gamma: float) -> Tensor:
+    """One discriminator update on ``real`` against detached ``G(z)``; returns ``L_D``
+    (with the R1 penalty when ``gamma > 0``)."""
+    s.D.requires_grad_(True)
+    with torch.no_grad():
+        fake = s.G(z)
+    if gamma > 0:
+        real.requires_grad_(True)
+    d_real = s.D(real)
+    loss = F.softplus(-d_real).mean() + F.softplus(s.D(fake)).mean()
+    if gamma > 0:
+        loss = loss + gamma / 2 * r1_penalty(d_real, real)
+    s.opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    s.dd.average_gradients(s.D.parameters())
+    s.opt_d.step()
+    return loss
+
+
+def g_step(s: GANState, z: Tensor, z_h: Tensor | None, beta: float, term: EntropyTerm
+           ) -> tuple[Tensor, Tensor | None]:
+    """One generator update on ``softplus(−D(G(z))).mean() − β·H``, ``H`` estimated on
+    ``z_h`` (when ``beta > 0``); returns the adversarial loss and ``H`` (or ``None``)."""
+    s.D.requires_grad_(False)
+    g_adv = F.softplus(-s.D(s.G(z))).mean()
+    loss, ent = g_adv, None
+    if beta > 0:
+        ent = generator_entropy(s.G, z_h, term, s.rng)
+        loss = g_adv - beta * ent
+    s.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    s.dd.average_gradients(s.G.parameters())
+    s.opt_g.step()
+    return g_adv, ent
+
+
+def start_run(s: GANState, config: GANConfig, out: Path, resume: bool, data: Dataset
+              ) -> tuple[int, MetricsLog]:
+    """Prepare ``out``, restore its checkpoint when resuming, open the metrics log and
+    print the config; returns the first step and the log."""
+    ckpt = prepare_run_dir(out, config, resume, write=s.dd.is_main)
+    s.dd.barrier()
+    start = 0
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, config=config, modules=s.modules(),
+                                optimizers=s.optimizers(), generator=s.rng)["step"]
+    log = MetricsLog(out / METRICS, resume_step=start if ckpt else None, enabled=s.dd.is_main)
+    if s.dd.is_main:
+        print(config.describe())
+        print(f"data: {data.name} {tuple(data.x.shape)}, k = {s.latent_dim}, "
+              f"processes = {s.dd.world_size}" + (f", resuming at step {start}" if ckpt else ""))
+    return start, log
+
+
+def step_values(config: GANConfig, d_loss: Tensor, g_adv: Tensor, ent: Tensor | None,
+                r1_scale: float, beta: float) -> dict[str, float]:
+    """The figures of a logged step: losses, ``entropy`` (β > 0), ``reg_scale`` (R1's
+    decay factor, when it decays) and ``beta`` (the current β, when it decays)."""
+    values = {"d_loss": d_loss.item(), "g_loss": g_adv.item()}
+    if ent is not None:
+        values["entropy"] = ent.item()
+    if config.r1.decay.shape != "constant":
+        values["reg_scale"] = r1_scale
+    if config.entropy.decay.shape != "constant":
+        values["beta"] = beta
+    return values
 
 
 def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
@@ -174,95 +277,36 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     out = Path(out_dir)
     data = dataset if dataset is not None else load_dataset(config.dataset,
                                                             **config.data_options)
-    torch.manual_seed(config.seed)
-    G, D, k = build_models(config, data)
-    G, D = G.to(dd.device), D.to(dd.device)
-    dd.broadcast_parameters(G)
-    dd.broadcast_parameters(D)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.adam_betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.adam_betas)
-    scheds = [make_schedule(opt, config) for opt in (opt_g, opt_d)]
-    # Batches and latents come from this CPU generator (same stream on every process and
-    # device); it is the only randomness after initialisation.
-    rng = torch.Generator().manual_seed(config.seed + 1)
-
-    ckpt = prepare_run_dir(out, config, resume, write=dd.is_main)
-    dd.barrier()
-    start = 0
-    modules = {"G": G, "D": D}
-    optimizers = {"G": opt_g, "D": opt_d, "sched_G": scheds[0], "sched_D": scheds[1]}
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, config=config, modules=modules, optimizers=optimizers,
-                                generator=rng)["step"]
-    log = MetricsLog(out / METRICS, resume_step=start if ckpt else None, enabled=dd.is_main)
-    if dd.is_main:
-        print(config.describe())
-        print(f"data: {data.name} {tuple(data.x.shape)}, k = {k}, processes = {dd.world_size}"
-              + (f", resuming at step {start}" if ckpt else ""))
-
-    B = config.batch_size
-    metrics: dict = {}
-    t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=not (config.progress and dd.is_main), desc="train", dynamic_ncols=True)
+    s = build_state(config, data, dd)
+    start, log = start_run(s, config, out, resume, data)
+    B, steps, metrics, t0 = config.batch_size, config.steps, {}, time.perf_counter()
+    bar = progress(range(start, steps), initial=start, total=steps, desc="train",
+                   disable=not (config.progress and dd.is_main))
     for step in bar:
-        scale = regularizer_scale(step, config)
-        beta = regularizer_scale(step, config, config.entropy_decay) * config.entropy_weight
-        gamma = scale * config.r1_weight
-        # Discriminator: real batch vs detached fakes.
-        D.requires_grad_(True)
+        r1_scale = config.r1.decay.scale(step, steps)
+        beta = config.entropy.decay.scale(step, steps) * config.entropy.weight
         for _ in range(config.d_steps):
-            real = dd.shard(data.batch(B, rng)).to(dd.device)
-            z = dd.shard(torch.randn(B, k, generator=rng)).to(dd.device)
-            with torch.no_grad():
-                fake = G(z)
-            if gamma > 0:
-                real.requires_grad_(True)
-            d_real = D(real)
-            d_loss = F.softplus(-d_real).mean() + F.softplus(D(fake)).mean()
-            if gamma > 0:
-                d_loss = d_loss + gamma / 2 * r1_penalty(d_real, real)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            dd.average_gradients(D.parameters())
-            opt_d.step()
-
-        # Generator: non-saturating loss minus β·H[p_G].
-        D.requires_grad_(False)
-        z = dd.shard(torch.randn(B, k, generator=rng)).to(dd.device)
-        g_adv = F.softplus(-D(G(z))).mean()
-        loss = g_adv
-        ent = None
-        if beta > 0:
-            z_h = dd.shard(torch.randn(config.entropy_batch, k, generator=rng)).to(dd.device)
-            ent = generator_entropy(G, z_h, config, rng)
-            loss = g_adv - beta * ent
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        dd.average_gradients(G.parameters())
-        opt_g.step()
-        for sched in scheds:
-            sched.step()
+            d_loss = d_step(s, s.real(data, B), s.latents(B), r1_scale * config.r1.weight)
+        z = s.latents(B)
+        z_h = s.latents(config.entropy.batch) if beta > 0 else None
+        g_adv, ent = g_step(s, z, z_h, beta, config.entropy)
+        s.sched_g.step()
+        s.sched_d.step()
 
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            values = {"d_loss": d_loss.item(), "g_loss": g_adv.item()}
-            if ent is not None:
-                values["entropy"] = ent.item()
-            if config.reg_schedule != "constant":
-                values["reg_scale"] = scale
-            if config.entropy_decay is not None:
-                values["beta"] = beta
+        if done % config.log_every == 0 or done == steps:
+            values = step_values(config, d_loss, g_adv, ent, r1_scale, beta)
             metrics = {"step": done, **dd.mean(values),
                        "time": round(time.perf_counter() - t0, 3)}
             log.write(metrics)
-            bar.set_postfix({k_: f"{v:.3f}" for k_, v in values.items()})
-        if done % config.ckpt_every == 0 or done == config.steps:
+            bar.set_postfix({name: f"{v:.3f}" for name, v in values.items()})
+        if done % config.ckpt_every == 0 or done == steps:
             if dd.is_main:
-                save_checkpoint(out / CHECKPOINT, step=done, config=config, modules=modules,
-                                optimizers=optimizers, generator=rng)
+                save_checkpoint(out / CHECKPOINT, step=done, config=config,
+                                modules=s.modules(), optimizers=s.optimizers(),
+                                generator=s.rng)
             dd.barrier()
     bar.close()
-    G.eval()
-    D.eval()
-    return GANResult(G, D, data, k, config.steps, metrics, out)
+    s.G.eval()
+    s.D.eval()
+    return GANResult(s.G, s.D, data, s.latent_dim, steps, metrics, out)

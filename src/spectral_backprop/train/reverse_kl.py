@@ -38,12 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from spectral_backprop.density import implicit_log_prob, seeded_samples
 from spectral_backprop.models import CouplingGenerator
+from spectral_backprop.pictures import save_density_png
+from spectral_backprop.progress import progress
+from spectral_backprop.runfiles import CHECKPOINT, EVAL, METRICS
+from spectral_backprop.stats import standard_error
 from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
 from spectral_backprop.train.config import ReverseKLConfig
-from spectral_backprop.train.run import CHECKPOINT, METRICS, MetricsLog, prepare_run_dir
+from spectral_backprop.train.run import MetricsLog, prepare_run_dir
 from spectral_backprop.train.targets import BOX, get_target, grid_points, log_normaliser
 
 
@@ -59,8 +63,6 @@ class ReverseKLResult:
 def reverse_kl_terms(G: torch.nn.Module, z: torch.Tensor, log_p,
                      beta: float = 1.0) -> torch.Tensor:
     """Per-sample ``log q(G(z)) − β log p̃(G(z))`` (differentiable)."""
-    from spectral_backprop import implicit_log_prob
-
     return implicit_log_prob(G, z) - beta * log_p(G(z))
 
 
@@ -101,7 +103,7 @@ def reverse_kl_figures(terms: torch.Tensor, target: str) -> dict[str, float]:
     log_ess = 2 * torch.logsumexp(log_w, 0).item() - torch.logsumexp(2 * log_w, 0).item()
     return {
         "reverse_kl": terms.mean().item() + log_z,
-        "reverse_kl_se": terms.std().item() / math.sqrt(n),
+        "reverse_kl_se": standard_error(terms).item(),
         "ess": math.exp(log_ess) / n,
         "log_z": log_z,
     }
@@ -128,9 +130,6 @@ def target_image(target: str, resolution: int = 200) -> torch.Tensor:
 def save_density_plot(G: torch.nn.Module, target: str, path: str | Path, title: str = "",
                       num_samples: int = 200_000, resolution: int = 200, seed: int = 1) -> None:
     """Target density beside a histogram of the generator's samples, on ``[−box, box]²``."""
-    from spectral_backprop.train.modes import seeded_samples
-    from spectral_backprop.train.plots import save_density_png
-
     x = seeded_samples(G, G.latent_dim, num_samples, seed)
     save_density_png([(f"target {target}", target_image(target, resolution)),
                       ("generator samples", sample_histogram(x, resolution))],
@@ -171,8 +170,8 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
     print(config.describe())
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=not config.progress, desc=f"fit {config.target}", dynamic_ncols=True)
+    bar = progress(range(start, config.steps), initial=start, total=config.steps,
+                   desc=f"fit {config.target}", disable=not config.progress)
     for step in bar:
         z = torch.randn(config.batch_size, 2, generator=rng).to(device)
         beta = anneal_weight(step, config.anneal_steps, config.anneal_start)
@@ -190,10 +189,14 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
             save_checkpoint(out / CHECKPOINT, step=done, config=config, modules=modules,
                             optimizers=optimizers, generator=rng)
     bar.close()
+    return finish_run(G, config, out)
 
+
+def finish_run(G: CouplingGenerator, config: ReverseKLConfig, out: Path) -> ReverseKLResult:
+    """Evaluate the trained generator; write ``eval.json`` and ``density.png``."""
     G.eval()
     figures = evaluate_reverse_kl(G, config.target, config.eval_samples, seed=10_000 + config.seed)
-    (out / "eval.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (out / EVAL).write_text(json.dumps(figures, indent=2) + "\n")
     save_density_plot(G, config.target, out / "density.png",
                       f"{config.target}: KL {figures['reverse_kl']:.3f} nats, "
                       f"ESS {figures['ess']:.2f}")

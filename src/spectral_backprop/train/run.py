@@ -1,6 +1,6 @@
 """A run's folder: config, metrics as JSON lines, checkpoint, and the resume decision.
 
-Layout of ``out_dir``::
+Layout of ``out_dir`` (names from :mod:`spectral_backprop.runfiles`)::
 
     config.json      the config, written at the start of every (re)start
     metrics.jsonl    one JSON object per logged step
@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spectral_backprop.runfiles import CHECKPOINT, CONFIG, METRICS, read_metrics
 from spectral_backprop.train.config import _Config
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "MetricsLog", "prepare_run_dir", "read_metrics"]
 
 
 def prepare_run_dir(out_dir: str | Path, config: _Config, resume: bool,
@@ -69,10 +68,3 @@ class MetricsLog:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file (a folder is taken to mean its log)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
