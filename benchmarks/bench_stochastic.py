@@ -1,11 +1,11 @@
-"""Stochastic vs exact spectral backpropagation, side by side in one run (issue 3).
+"""Stochastic vs exact spectral backpropagation, side by side in one run.
 
 Generator: DCGAN-style (``spectral_backprop.models.DCGANGenerator``), k = 512 latents,
 3×32×32 output, batch 2, float32, random initialisation, in eval mode. Task: the value
 of ``log det JᵀJ`` per sample and the gradient of its batch sum with respect to all
 parameters.
 
-Comparisons (DESIGN.md §4: timings are ratios measured interleaved in this process,
+Comparisons (timings are ratios measured interleaved in this process,
 medians after a warm-up; peak memory per variant in a fresh subprocess as
 ``ru_maxrss`` minus the resident set after set-up):
 

@@ -20,8 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spectral_backprop.pictures import pyplot as _pyplot
 from spectral_backprop.train import read_metrics
-from spectral_backprop.train.plots import _pyplot
 
 KEYS = ("d_loss", "g_loss", "entropy")
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from spectral_backprop.pictures import save_density_png
 from spectral_backprop.train import ReverseKLConfig, get_target, train_reverse_kl
-from spectral_backprop.train.plots import save_density_png
 from spectral_backprop.train.reverse_kl import (
     BOX,
     anneal_weight,

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from spectral_backprop._pyplot import pyplot
-from spectral_backprop.analysis.loading import load_gan_generator
+from spectral_backprop.analysis.modes import NUM_EVAL_SAMPLES
+from spectral_backprop.pictures import pyplot
 from spectral_backprop.spectral import SingularMetricWarning, logdet_jtj
+from spectral_backprop.studies.modes import eval_seed
+from spectral_backprop.train import load_gan_generator
 from spectral_backprop.train.gan import in_dtype
-from spectral_backprop.train.modes import NUM_EVAL_SAMPLES, eval_seed
 
 CAP = 0.0  # the cap whose two sides the printout compares
 
@@ -72,7 +73,7 @@ def main() -> None:
         bad = dist > 3 * data.mode_std
         h = half_logdet(G, z)
         high = h > CAP
-        print(f"| {variant} (β = {config.entropy_weight}) | {high.double().mean():.1%} | "
+        print(f"| {variant} (β = {config.entropy.weight}) | {high.double().mean():.1%} | "
               f"{bad[high].double().mean():.1%} | {bad[~high].double().mean():.1%} | "
               f"{high[bad].double().mean():.1%} |")
 

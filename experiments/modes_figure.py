@@ -10,9 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from spectral_backprop.analysis.loading import load_gan_generator
-from spectral_backprop.train.modes import NUM_EVAL_SAMPLES, eval_seed, seeded_samples
-from spectral_backprop.train.plots import save_samples_png
+from spectral_backprop.analysis.modes import NUM_EVAL_SAMPLES
+from spectral_backprop.density import seeded_samples
+from spectral_backprop.pictures import save_samples_png
+from spectral_backprop.studies.modes import describe_terms, eval_seed
+from spectral_backprop.train import load_gan_generator
 
 
 def main() -> None:
@@ -28,10 +30,7 @@ def main() -> None:
         figures = json.loads((run / "eval.json").read_text())
         # The same latents as the evaluation.
         x = seeded_samples(G, G.latent_dim, NUM_EVAL_SAMPLES, eval_seed(config.seed))
-        beta = f"β = {config.entropy_weight}" + (
-            f", R1 γ = {config.r1_weight}" if config.r1_weight else "") + (
-            f", {config.reg_schedule} decay" if config.reg_schedule != "constant" else "")
-        title = (f"{config.dataset}, {variant} ({beta})\n"
+        title = (f"{config.dataset}, {variant} ({describe_terms(config)})\n"
                  f"{config.steps} steps, seed {args.seed}: "
                  f"{figures['modes']} modes, {100 * figures['high_quality']:.1f}% HQ")
         save_samples_png(x, args.out / f"training_{args.folder.name}_{variant}.png", data.modes,

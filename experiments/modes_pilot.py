@@ -5,7 +5,7 @@ Trains only the entropy variant, on pilot seeds that the reported tables never u
 mode-coverage figures per seed and their mean. Example::
 
     OMP_NUM_THREADS=1 python experiments/modes_pilot.py --dataset grid --seeds 100 101 102 \\
-        --beta 0.3 --set reg_schedule=cosine --set reg_decay_start=0.5 \\
+        --beta 0.3 --set r1.decay.shape=cosine --set r1.decay.start=0.5 \\
         --out runs/pilot/b03_cos05
     python experiments/modes_pilot.py --summary runs/pilot/*    # markdown table of all pilots
 """
@@ -19,31 +19,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from spectral_backprop.data import load_dataset
+from spectral_backprop.studies.modes import describe_terms, load_protocol, train_and_evaluate
 from spectral_backprop.train import GANConfig
-from spectral_backprop.train.modes import PROTOCOL, train_and_evaluate
 
 
-def describe(config: dict) -> str:
-    """The settings that differ between pilots (older runs used other field names)."""
-    schedule = config.get("reg_schedule", config.get("entropy_schedule", "constant"))
-    start = config.get("reg_decay_start", config.get("entropy_decay_start", 0.0))
-    parts = [f"β {config['entropy_weight']}",
-             f"G {config.get('g_activation') or 'relu'} width {config['width']}",
-             f"R1 γ {config.get('r1_weight', 0.0)}"]
-    if schedule != "constant":
-        end = config.get("reg_decay_end", 1.0)
-        parts.append(f"{schedule} decay from {start:.0%}"
-                     + (f" to 0 at {end:.0%}" if end < 1 else ""))
-    if config["steps"] != PROTOCOL[config["dataset"]]["config"]["steps"]:
-        parts.append(f"{config['steps']} steps")
-    protocol_batch = PROTOCOL[config["dataset"]]["config"]["entropy_batch"]
-    if config.get("entropy_batch", protocol_batch) != protocol_batch:
-        parts.append(f"entropy batch {config['entropy_batch']}")
-    if config.get("entropy_decay") is not None:
-        start, end = config["entropy_decay"]
-        parts.append(f"β alone decayed from {start:.0%} to 0 at {end:.0%}")
-    if config.get("entropy_cap") is not None:
-        parts.append(f"entropy cap {config['entropy_cap']}")
+def describe(values: dict) -> str:
+    """The settings that differ between pilots (old flat config files are read too)."""
+    config = GANConfig.from_dict(values)
+    protocol = GANConfig.from_dict(load_protocol(config.dataset)["config"])
+    parts = [f"G {config.g_activation or 'relu'} width {config.width}", describe_terms(config)]
+    if config.steps != protocol.steps:
+        parts.append(f"{config.steps} steps")
+    if config.entropy.batch != protocol.entropy.batch:
+        parts.append(f"entropy batch {config.entropy.batch}")
     return ", ".join(parts)
 
 
@@ -67,11 +55,12 @@ def summarise(folders: list[Path]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=list(PROTOCOL), default="grid")
+    p.add_argument("--dataset", choices=["grid", "ring"], default="grid")
     p.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
     p.add_argument("--beta", type=float)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                   help="override a GANConfig field (JSON value or bare string)")
+                   help="override a GANConfig field, dotted for nested ones "
+                        "(r1.decay.start=0.5; JSON value or bare string)")
     p.add_argument("--out", type=Path)
     p.add_argument("--summary", type=Path, nargs="+", metavar="DIR",
                    help="print a table of finished pilot folders instead of training")
@@ -82,18 +71,23 @@ def main() -> None:
     if args.beta is None or args.out is None:
         p.error("--beta and --out are required for training")
 
-    values = dict(PROTOCOL[args.dataset]["config"], progress=False)
+    overrides: dict = {"progress": False}
     for item in args.set:
         key, _, raw = item.partition("=")
         try:
-            values[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
-    base = GANConfig(**values)
+            value = raw
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    base = GANConfig.from_layers(load_protocol(args.dataset)["config"], overrides)
     data = load_dataset(args.dataset)
     rows = []
     for seed in args.seeds:
-        config = replace(base, entropy_weight=args.beta, seed=seed)
+        config = replace(base, entropy=replace(base.entropy, weight=args.beta), seed=seed)
         figures = train_and_evaluate(config, args.out / f"seed{seed}", data, resume=True)
         rows.append(figures)
         print(f"seed {seed}: {figures}", flush=True)

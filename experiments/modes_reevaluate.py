@@ -1,5 +1,5 @@
 """Recompute ``eval.json`` of every finished run of a ``spectral-backprop modes`` folder
-from its checkpoint, with the current :func:`~spectral_backprop.train.modes.mode_coverage`
+from its checkpoint, with the current :func:`~spectral_backprop.analysis.modes.mode_coverage`
 (same latents: ``eval_seed`` of the run's seed). Used to add the ``spread`` figure to runs made
 before it existed; the other figures must come out unchanged, and are checked.
 
@@ -14,8 +14,9 @@ import math
 import sys
 from pathlib import Path
 
-from spectral_backprop.analysis.loading import load_gan_generator
-from spectral_backprop.train.modes import eval_seed, evaluate_generator
+from spectral_backprop.analysis.modes import evaluate_generator
+from spectral_backprop.studies.modes import eval_seed
+from spectral_backprop.train import load_gan_generator
 
 
 def main() -> None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from spectral_backprop.studies.modes import describe_terms
+from spectral_backprop.train import GANConfig
+
 # Lin et al. 2018 (PacGAN, arXiv 1712.04086), Table 1, 10 runs, and Srivastava et al.
-# 2017 (VEEGAN, arXiv 1705.07761), Table 1, as quoted in DESIGN.md section 4 ("—": a
+# 2017 (VEEGAN, arXiv 1705.07761), Table 1 ("—": a
 # figure we have not checked against the paper, so we do not quote it).
 PUBLISHED = {
     "ring": [("GAN (published, PacGAN Table 1)", "6.3", "—", "—"),
@@ -33,19 +37,11 @@ def main() -> None:
     for folder in map(Path, sys.argv[1:]):
         res = json.loads((folder / "results.json").read_text())
         name = res["dataset"]
-        cfg = res["config"]
-        extras = f", width {cfg['width']}"
-        extras += f", R1 γ = {cfg['r1_weight']}" if cfg.get("r1_weight") else ", no R1"
-        if cfg.get("reg_schedule", "constant") != "constant":
-            end = cfg.get("reg_decay_end", 1.0)
-            window = cfg.get("entropy_decay")
-            extras += (f", {'γ' if window else 'β and γ'} {cfg['reg_schedule']}-decayed "
-                       f"to 0 from {cfg['reg_decay_start']:.0%} of training"
-                       + (f" to {end:.0%}" if end < 1 else ""))
-            if window:
-                extras += f", β from {window[0]:.0%} to {window[1]:.0%}"
-        print(f"\n**{name}** ({res['seeds']} seeds, β = {res['entropy_weight']}{extras}, "
-              f"{cfg['steps']} steps, mean ± s.e.)\n")
+        base = GANConfig.from_dict(res["config"])  # old flat results.json files too
+        cfg = replace(base, entropy=replace(base.entropy, weight=res["entropy_weight"]))
+        extras = f", width {cfg.width}; {describe_terms(cfg)}"
+        print(f"\n**{name}** ({res['seeds']} seeds{extras}, {cfg.steps} steps, "
+              "mean ± s.e.)\n")
         print("| variant | modes | high quality | reverse KL | spread (data: 0.97) |")
         print("|---|---|---|---|---|")
         for variant in ("gan", "entropy"):

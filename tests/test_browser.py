@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_demo import quick_demo_dir
+from test_studies_demo import quick_demo_dir
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 

@@ -4,12 +4,16 @@ arXiv 1806.00499).
 
 For ``G: R^k → R^n`` with Jacobian ``J``: ``log p_G(G(z)) = log p_Z(z) − ½ log det JᵀJ``.
 
-Sub-packages with heavier needs are imported on use: ``spectral_backprop.data``,
-``models``, ``train`` (training), ``report`` (HTML report), ``analysis`` (the rest of
-the measurement tools).
+This module is a facade over the numerical core: :mod:`.density`, :mod:`.spectral`,
+:mod:`.geometry` and :mod:`.linalg`. The floors above it are imported on use:
+``spectral_backprop.data`` and ``models`` (data sets, networks), ``train`` (training
+loops), ``analysis`` (measurements of a trained generator), ``studies`` (protocols that
+combine both), ``report`` (the HTML report) and ``cli``. The two analysis entry points
+below are served lazily, so ``import spectral_backprop`` stays light.
 """
 
-from .analysis import analyze_generator, high_likelihood_search
+from importlib import import_module
+
 from .density import StandardNormal, entropy, implicit_log_prob
 from .geometry import eigen_path, global_directions, invert, principal_directions, traverse
 from .linalg import jacobian, metric_matvec
@@ -24,6 +28,25 @@ from .spectral import (
 )
 
 __version__ = "0.1.0"
+
+# Heavier names, imported from their floor on first use: {name: module}.
+_LAZY = {
+    "analyze_generator": "spectral_backprop.analysis",
+    "high_likelihood_search": "spectral_backprop.analysis",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'spectral_backprop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     # likelihood
@@ -44,7 +67,7 @@ __all__ = [
     "eigen_path",
     "traverse",
     "invert",
-    # studying a trained generator
+    # studying a trained generator (lazy: spectral_backprop.analysis)
     "high_likelihood_search",
     "analyze_generator",
     # numerics

@@ -85,7 +85,8 @@ class LogProgress:
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-             initial: int = 0, disable: bool = False, interactive: bool | None = None):
+             initial: int = 0, disable: bool = False, position: int | None = None,
+             interactive: bool | None = None):
     """A progress reporter: ``tqdm`` on a terminal, :class:`LogProgress` in a log.
 
     Args:
@@ -94,6 +95,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         desc: label at the start of each line.
         initial: starting count (a resumed run).
         disable: print nothing (the object still counts).
+        position: line of a terminal bar, for several bars at once (ignored in a log).
         interactive: force the choice (default: whether stderr is a terminal).
     """
     if interactive is None:
@@ -102,5 +104,5 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
-                    dynamic_ncols=True)
+                    position=position, dynamic_ncols=True)
     return LogProgress(iterable, total=total, desc=desc, initial=initial)

@@ -5,20 +5,23 @@
 * :mod:`.aberrance`: classifier confidence/entropy and nearest-training distance;
 * :mod:`.baselines`: SeFa, GANSpace and random directions;
 * :mod:`.purity`: factor purity of directions on the procedural sprites;
-* :mod:`.factors`: eigen-directions against the baselines over seeds;
-* :mod:`.pipeline`: :func:`analyze_generator`, everything above in one call;
-* :mod:`.plots`: image grids, spectra, search curves.
+* :mod:`.factors`: eigen-directions against the baselines on one generator;
+* :mod:`.modes`: mode coverage on the 2-D mixtures (VEEGAN / PacGAN protocol);
+* :mod:`.coverage`: class coverage of generated samples under a classifier;
+* :mod:`.pipeline`: :func:`analyze_generator`, the paper's findings in one call.
 
-Latent directions, paths and inversion live in :mod:`spectral_backprop.geometry`.
+Latent directions, paths and inversion live in :mod:`spectral_backprop.geometry`;
+pictures in :mod:`spectral_backprop.pictures`. This package measures a generator it is
+given: it knows nothing of how it was trained (:mod:`spectral_backprop.train`).
 """
 
 from .aberrance import classifier_scores, nearest_distance, small_classifier, train_classifier
 from .baselines import ganspace_directions, random_directions, sefa_directions
-from .factors import METHODS, compare_directions, run_factor_experiment
+from .coverage import class_coverage, class_shares
+from .factors import METHODS, compare_directions
 from .likelihood import bits_per_dim, log_likelihoods, score_data, summarize
-from .loading import load_gan_generator
+from .modes import evaluate_generator, mode_coverage
 from .pipeline import AnalysisConfig, analyze_generator
-from .plots import image_grid, plot_search, plot_spectra, save_image_grid
 from .purity import (
     direction_purity,
     factor_changes,
@@ -50,14 +53,13 @@ __all__ = [
     "factor_changes",
     "purity_from_changes",
     "compare_directions",
-    "run_factor_experiment",
     "METHODS",
-    # all together, and pictures
+    # coverage of modes and classes
+    "mode_coverage",
+    "evaluate_generator",
+    "class_coverage",
+    "class_shares",
+    # all together
     "analyze_generator",
-    "load_gan_generator",
     "AnalysisConfig",
-    "image_grid",
-    "save_image_grid",
-    "plot_spectra",
-    "plot_search",
 ]

@@ -15,7 +15,8 @@ import math
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from ..progress import progress as progress_bar
 
 __all__ = ["classifier_scores", "nearest_distance", "small_classifier", "train_classifier"]
 
@@ -57,7 +58,7 @@ def train_classifier(
         torch.manual_seed(seed)
         model = small_classifier(tuple(x.shape[1:]), num_classes).to(x.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in tqdm(range(epochs), desc="classifier", disable=not progress):
+    for _ in progress_bar(range(epochs), desc="classifier", disable=not progress):
         order = train[torch.randperm(train.numel(), generator=g)]
         for idx in order.split(batch_size):
             opt.zero_grad(set_to_none=True)

@@ -12,15 +12,12 @@ with the same step:
 ``random``      ``r`` random orthonormal directions (fresh per latent)
 =============== =========================================================
 
-A generator's score for a method is the mean purity over latents and directions; over
-several seeds (independently trained generators) we report the mean and the standard
-error of those per-seed scores.
+A generator's score for a method is the mean purity over latents and directions; the
+study in :mod:`spectral_backprop.studies.factors` trains several generators and reports
+the mean and standard error of those per-seed scores.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -29,7 +26,7 @@ from ..geometry import global_directions, infer_latent_dim, param_dtype, princip
 from .baselines import ganspace_directions, random_directions, sefa_directions
 from .purity import factor_changes, factor_spread, purity_from_changes
 
-__all__ = ["METHODS", "compare_directions", "run_factor_experiment"]
+__all__ = ["METHODS", "compare_directions"]
 
 METHODS = ("eigen_local", "eigen_global", "sefa", "ganspace", "random")
 
@@ -90,59 +87,3 @@ def compare_directions(
         out[name] = {"mean": per_dir.mean().item(), "per_direction": per_dir.tolist(),
                      "dominant_factor_share": shares.tolist()}
     return out
-
-
-def run_factor_experiment(
-    seeds: int,
-    out_dir: str | Path,
-    *,
-    steps: int = 3000,
-    image_size: int = 16,
-    latent_dim: int = 8,
-    width: int = 32,
-    r: int = 3,
-    n_latents: int = 128,
-    delta: float = 0.5,
-    progress: bool = True,
-) -> dict:
-    """Train ``seeds`` DCGANs on sprites and compare direction methods; writes results.json.
-
-    Each seed trains in ``out_dir/seed_<i>`` with :func:`spectral_backprop.train.gan.train_gan`
-    (a finished seed is reused, so an interrupted experiment can be re-run). Results hold
-    ``purity: {method: {"mean", "se"}}`` over seeds, plus per-seed values and settings.
-    """
-    from ..data import load_dataset
-    from ..train.config import GANConfig
-    from ..train.gan import train_gan
-    from ..train.modes import mean_se
-    from ..train.run import CHECKPOINT
-
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data_options = {"image_size": image_size, "num_samples": 10_000}
-    data = load_dataset("sprites", **data_options)
-    per_seed = []
-    for seed in range(seeds):
-        cfg = GANConfig(dataset="sprites", data_options=data_options, arch="dcgan",
-                        latent_dim=latent_dim, width=width, steps=steps, batch_size=64,
-                        seed=seed, device="cpu", progress=progress, ckpt_every=steps,
-                        log_every=max(1, steps // 10))
-        run_dir = out / f"seed_{seed}"
-        resume = (run_dir / CHECKPOINT).exists()
-        G = train_gan(cfg, run_dir, resume=resume, dataset=data).generator
-        scores = compare_directions(G, data.x, r=r, n_latents=n_latents, delta=delta, seed=seed)
-        (run_dir / "purity.json").write_text(json.dumps(scores, indent=2) + "\n")
-        per_seed.append(scores)
-        if progress:
-            print(f"seed {seed}: " + ", ".join(f"{m} {s['mean']:.3f}" for m, s in scores.items()))
-    results = {
-        "purity": {m: mean_se([s[m]["mean"] for s in per_seed]) for m in METHODS},
-        "per_seed": per_seed,
-        "settings": {"seeds": seeds, "steps": steps, "image_size": image_size,
-                     "latent_dim": latent_dim, "width": width, "r": r,
-                     "n_latents": n_latents, "delta": delta},
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..density import implicit_log_prob
 from ..geometry import Inversion, invert
 from ..linalg.jacobian import Generator
+from ..stats import standard_error
 
 __all__ = ["bits_per_dim", "log_likelihoods", "score_data", "summarize"]
 
@@ -48,7 +49,7 @@ def summarize(log_prob: Tensor, n: int) -> dict[str, float]:
     if v.numel() == 0:
         nan = float("nan")
         return {"mean": nan, "se": nan, "median": nan, "bits_per_dim": nan, "count": 0}
-    se = v.std().item() / math.sqrt(v.numel()) if v.numel() > 1 else float("nan")
+    se = standard_error(v).item()
     return {
         "mean": v.mean().item(),
         "se": se,

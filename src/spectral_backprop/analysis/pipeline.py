@@ -26,11 +26,11 @@ Artifacts in ``out_dir`` (simple formats, so reports can render them without tor
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,11 +38,12 @@ from torch import Tensor
 
 from ..geometry import eigen_path, global_directions, infer_latent_dim, principal_directions
 from ..geometry import traverse as traverse_line
+from ..pictures import plot_search, plot_spectra, save_image_grid
+from ..runfiles import ARRAYS, RESULTS, write_json
 from ..spectral import SingularMetricWarning
 from .aberrance import classifier_scores, nearest_distance, train_classifier
 from .likelihood import log_likelihoods, score_data, summarize
-from .plots import plot_search, plot_spectra, save_image_grid
-from .search import high_likelihood_search
+from .search import OBJECTIVES, high_likelihood_search
 
 __all__ = ["AnalysisConfig", "analyze_generator"]
 
@@ -67,7 +68,7 @@ class AnalysisConfig:
             in round-off once the condition number passes ~10⁵, so the log det is
             reported as ``−∞``; a float64 copy of ``G`` is analysed).
         seed: seeds every random draw.
-        progress: progress bars.
+        progress: progress output.
     """
 
     n_typical: int = 256
@@ -90,11 +91,180 @@ class AnalysisConfig:
     seed: int = 0
     progress: bool = True
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "search_objective": OBJECTIVES, "dtype": ("float32", "float64")}
+
+    def __post_init__(self) -> None:
+        for name in ("n_typical", "n_search", "search_steps", "n_real", "invert_steps",
+                     "invert_restarts", "n_directions", "traverse_steps", "global_samples",
+                     "n_train_reference"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("search_lr", "residual_tol", "traverse_extent"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.invert_prior_weight < 0 or self.classifier_epochs < 0:
+            raise ValueError("invert_prior_weight and classifier_epochs must be >= 0")
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.n_search > self.n_typical:
+            raise ValueError("n_search must not exceed n_typical "
+                             "(chains start at typical latents)")
+
 
 def _mean(x: Tensor) -> float:
     x = x.detach().double()
     x = x[torch.isfinite(x)]
     return x.mean().item() if x.numel() else float("nan")
+
+
+def _search(G, z0: Tensor, cfg: AnalysisConfig):
+    """The high-likelihood search, with singular-metric warnings counted, not repeated."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SingularMetricWarning)
+        search = high_likelihood_search(
+            G, z0, steps=cfg.search_steps, lr=cfg.search_lr, objective=cfg.search_objective,
+            record_every=max(1, cfg.search_steps // 50), progress=cfg.progress,
+        )
+    singular_steps = sum(issubclass(w.category, SingularMetricWarning) for w in caught)
+    for w in caught:
+        if not issubclass(w.category, SingularMetricWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return search, singular_steps
+
+
+def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Generator,
+              say) -> tuple[dict, dict, dict]:
+    """Likelihoods of typical samples, search outputs and real data: (results, details, state)."""
+    z_typ = torch.randn(cfg.n_typical, k, generator=g, dtype=real.dtype)
+    say(f"scoring {cfg.n_typical} typical samples")
+    ll_typ = log_likelihoods(G, z_typ)
+    with torch.no_grad():
+        x_typ = G(z_typ)
+    search, singular_steps = _search(G, z_typ[: cfg.n_search], cfg)
+    ll_search = search.log_likelihood[-1]
+    x_real = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_real]]
+    ll_real, inv = score_data(
+        G, x_real, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
+        prior_weight=cfg.invert_prior_weight, residual_tol=cfg.residual_tol, generator=g,
+        progress=cfg.progress,
+    )
+    on_manifold = ll_real[~inv.flagged]
+    results = {
+        "loglik_typical": _mean(ll_typ),
+        "loglik_search": _mean(ll_search),
+        "loglik_real": _mean(ll_real),
+        "loglik_real_on_manifold": _mean(on_manifold),
+        "loglik_gap_search_typical": _mean(ll_search) - _mean(ll_typ),
+    }
+    details = {
+        "typical": summarize(ll_typ, n),
+        "search": summarize(ll_search, n),
+        "search_start": summarize(search.log_likelihood[0], n),
+        "real": summarize(ll_real, n),
+        "real_on_manifold": summarize(on_manifold, n),
+        "real_flagged_fraction": inv.flagged.double().mean().item(),
+        "real_residual_rms_mean": _mean(inv.residual),
+        "search_nonfinite": int((~torch.isfinite(ll_search)).sum()),
+        "search_singular_warnings": singular_steps,
+        "search_latent_norm_start": _mean(search.latents[0].norm(dim=-1)),
+        "search_latent_norm_final": _mean(search.latents[-1].norm(dim=-1)),
+        "n_output_entries": n,
+        "latent_dim": k,
+    }
+    state = {"z_typ": z_typ, "x_typ": x_typ, "ll_typ": ll_typ, "search": search,
+             "x_real": x_real, "ll_real": ll_real, "inv": inv}
+    return results, details, state
+
+
+def _aberrance(real: Tensor, labels: Tensor | None, st: dict, n: int, cfg: AnalysisConfig,
+               g: torch.Generator, results: dict, details: dict, say) -> dict[str, np.ndarray]:
+    """Classifier scores and nearest-training distances; per-point arrays to save."""
+    sets = {"typical": st["x_typ"], "search": st["search"].final_outputs, "real": st["x_real"]}
+    per_point: dict[str, np.ndarray] = {}
+    if labels is not None and cfg.classifier_epochs > 0:
+        say("training the aberrance classifier")
+        clf, acc = train_classifier(real, labels, epochs=cfg.classifier_epochs, seed=cfg.seed,
+                                    progress=cfg.progress)
+        details["classifier_heldout_accuracy"] = acc
+        for name, x in sets.items():
+            s = classifier_scores(clf, x)
+            for score in ("confidence", "entropy"):
+                key = f"classifier_{score}_{name}"
+                results[key] = _mean(s[score])
+                details[f"{key}_se"] = summarize(s[score], n)["se"]
+                per_point[key] = s[score].double().numpy()
+    ref = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_train_reference]]
+    for name in ("typical", "search"):
+        d = nearest_distance(sets[name], ref)
+        results[f"nearest_distance_{name}"] = _mean(d)
+        per_point[f"nearest_distance_{name}"] = d.numpy()
+    return per_point
+
+
+def _traversal_rows(G, z: Tensor, directions: Tensor, cfg: AnalysisConfig) -> Tensor:
+    """``[r, steps, ...]``: one straight traversal per column of ``directions[k, r]``."""
+    return torch.stack([traverse_line(G, z, directions[:, j], cfg.traverse_steps,
+                                      extent=cfg.traverse_extent)[0]
+                        for j in range(directions.shape[1])])
+
+
+def _finding2(G, k: int, n: int, st: dict, cfg: AnalysisConfig, g: torch.Generator,
+              out: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Spectra, local and global traversals and eigen paths: figure names and arrays."""
+    z_typ = st["z_typ"]
+    lam_typ, V = principal_directions(G, z_typ[:32])
+    r = min(cfg.n_directions, k)
+    figures = [plot_spectra(lam_typ, out / "spectra.png").name]
+    for i in range(min(2, cfg.n_typical)):
+        figures.append(save_image_grid(
+            _traversal_rows(G, z_typ[i:i + 1], V[i, :, :r], cfg), out / f"traverse_local_{i}.png",
+            row_labels=[f"v{j + 1}" for j in range(r)],
+            title=f"top local eigen-directions, offsets ±{cfg.traverse_extent}").name)
+    lam_glob, V_glob = global_directions(G, r, cfg.global_samples, latent_dim=k, generator=g)
+    figures.append(save_image_grid(
+        _traversal_rows(G, z_typ[:1], V_glob, cfg), out / "traverse_global.png",
+        row_labels=[f"g{j + 1}" for j in range(r)], title="top global eigen-directions").name)
+    path = eigen_path(G, z_typ[:4], steps=cfg.traverse_steps - 1, output_step=True,
+                      step_size=0.5 * math.sqrt(n) / max(cfg.traverse_steps - 1, 1))
+    figures.append(save_image_grid(path.outputs.transpose(0, 1), out / "eigen_path.png",
+                                   title="paths following the leading eigenvector").name)
+    return figures, {"spectra": lam_typ.double().numpy(),
+                     "global_spectrum": lam_glob.double().numpy()}
+
+
+def _finding1_figures(st: dict, results: dict, out: Path) -> list[str]:
+    """The search trajectory and curve, and grids of typical, searched and real outputs."""
+    search = st["search"]
+    rec = search.outputs
+    pick = torch.linspace(0, rec.shape[0] - 1, min(8, rec.shape[0])).round().long()
+    figures = [
+        save_image_grid(rec[pick].transpose(0, 1)[:8], out / "search_trajectory.png",
+                        title="high-likelihood search (left: start)").name,
+        plot_search(search.steps, search.log_likelihood, out / "search_loglik.png",
+                    reference={"typical (mean)": results["loglik_typical"],
+                               "real, inverted (mean)": results["loglik_real"]}).name,
+    ]
+    for name, x in (("typical", st["x_typ"][:16]), ("search_final", search.final_outputs[:16]),
+                    ("real", st["x_real"][:16])):
+        figures.append(save_image_grid(x[None], out / f"{name}.png", title=name).name)
+    return figures
+
+
+def _finding1_arrays(st: dict) -> dict[str, np.ndarray]:
+    search, inv = st["search"], st["inv"]
+    return {
+        "loglik_typical": st["ll_typ"].double().numpy(),
+        "loglik_search": search.log_likelihood[-1].double().numpy(),
+        "loglik_real": st["ll_real"].double().numpy(),
+        "real_residual": inv.residual.double().numpy(), "real_flagged": inv.flagged.numpy(),
+        "search_steps": search.steps.numpy(),
+        "search_loglik": search.log_likelihood.double().numpy(),
+        "search_logdet": search.logdet.double().numpy(),
+    }
 
 
 def analyze_generator(
@@ -128,136 +298,19 @@ def analyze_generator(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k = infer_latent_dim(G, latent_dim)
-    dtype = getattr(torch, cfg.dtype, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating point torch dtype name, got {cfg.dtype!r}")
+    dtype = getattr(torch, cfg.dtype)
     G = copy.deepcopy(G).to(dtype).eval()  # the caller's module is left as it was
     real = real.to(dtype)
     n = math.prod(real.shape[1:])
     g = torch.Generator().manual_seed(cfg.seed)
-    if cfg.n_search > cfg.n_typical:
-        raise ValueError("n_search must not exceed n_typical (chains start at typical latents)")
     say = print if cfg.progress else (lambda *a, **kw: None)
 
-    # Finding 1: typical samples, search, real data.
-    z_typ = torch.randn(cfg.n_typical, k, generator=g, dtype=dtype)
-    say(f"scoring {cfg.n_typical} typical samples")
-    ll_typ = log_likelihoods(G, z_typ)
-    with torch.no_grad():
-        x_typ = G(z_typ)
-    with warnings.catch_warnings(record=True) as caught:
-        # Singular metrics are reported as a count below rather than once per step.
-        warnings.simplefilter("always", SingularMetricWarning)
-        search = high_likelihood_search(
-            G, z_typ[: cfg.n_search], steps=cfg.search_steps, lr=cfg.search_lr,
-            objective=cfg.search_objective, record_every=max(1, cfg.search_steps // 50),
-            progress=cfg.progress,
-        )
-    singular_steps = sum(issubclass(w.category, SingularMetricWarning) for w in caught)
-    for w in caught:
-        if not issubclass(w.category, SingularMetricWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    ll_search = search.log_likelihood[-1]
-    x_search = search.final_outputs
-    x_real = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_real]]
-    ll_real, inv = score_data(
-        G, x_real, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
-        prior_weight=cfg.invert_prior_weight, residual_tol=cfg.residual_tol, generator=g,
-        progress=cfg.progress,
-    )
-    on_manifold = ll_real[~inv.flagged]
-
-    results: dict = {
-        "loglik_typical": _mean(ll_typ),
-        "loglik_search": _mean(ll_search),
-        "loglik_real": _mean(ll_real),
-        "loglik_real_on_manifold": _mean(on_manifold),
-        "loglik_gap_search_typical": _mean(ll_search) - _mean(ll_typ),
-    }
-    details: dict = {
-        "typical": summarize(ll_typ, n),
-        "search": summarize(ll_search, n),
-        "search_start": summarize(search.log_likelihood[0], n),
-        "real": summarize(ll_real, n),
-        "real_on_manifold": summarize(on_manifold, n),
-        "real_flagged_fraction": inv.flagged.double().mean().item(),
-        "real_residual_rms_mean": _mean(inv.residual),
-        "search_nonfinite": int((~torch.isfinite(ll_search)).sum()),
-        "search_singular_warnings": singular_steps,
-        "search_latent_norm_start": _mean(search.latents[0].norm(dim=-1)),
-        "search_latent_norm_final": _mean(search.latents[-1].norm(dim=-1)),
-        "n_output_entries": n,
-        "latent_dim": k,
-    }
-
-    # Aberrance: classifier and nearest training example.
-    sets = {"typical": x_typ, "search": x_search, "real": x_real}
-    per_point: dict[str, np.ndarray] = {}
-    if labels is not None and cfg.classifier_epochs > 0:
-        say("training the aberrance classifier")
-        clf, acc = train_classifier(real, labels, epochs=cfg.classifier_epochs, seed=cfg.seed,
-                                    progress=cfg.progress)
-        details["classifier_heldout_accuracy"] = acc
-        for name, x in sets.items():
-            s = classifier_scores(clf, x)
-            for score in ("confidence", "entropy"):
-                key = f"classifier_{score}_{name}"
-                results[key] = _mean(s[score])
-                details[f"{key}_se"] = summarize(s[score], n)["se"]
-                per_point[key] = s[score].double().numpy()
-    ref = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_train_reference]]
-    dist = {name: nearest_distance(x, ref) for name, x in sets.items() if name != "real"}
-    for name, d in dist.items():
-        results[f"nearest_distance_{name}"] = _mean(d)
-
-    # Finding 2: spectra, traversals, eigen paths.
+    results, details, state = _finding1(G, real, k, n, cfg, g, say)
+    per_point = _aberrance(real, labels, state, n, cfg, g, results, details, say)
     say("eigen-directions and traversals")
-    lam_typ, V = principal_directions(G, z_typ[:32])
-    r = min(cfg.n_directions, k)
-    figures = [plot_spectra(lam_typ, out / "spectra.png").name]
-    for i in range(min(2, cfg.n_typical)):
-        rows = torch.stack([traverse_line(G, z_typ[i:i + 1], V[i, :, j], cfg.traverse_steps,
-                                          extent=cfg.traverse_extent)[0] for j in range(r)])
-        p = save_image_grid(rows, out / f"traverse_local_{i}.png",
-                            row_labels=[f"v{j + 1}" for j in range(r)],
-                            title=f"top local eigen-directions, offsets ±{cfg.traverse_extent}")
-        figures.append(p.name)
-    lam_glob, V_glob = global_directions(G, r, cfg.global_samples, latent_dim=k, generator=g)
-    rows = torch.stack([traverse_line(G, z_typ[:1], V_glob[:, j], cfg.traverse_steps,
-                                      extent=cfg.traverse_extent)[0] for j in range(r)])
-    figures.append(save_image_grid(rows, out / "traverse_global.png",
-                                   row_labels=[f"g{j + 1}" for j in range(r)],
-                                   title="top global eigen-directions").name)
-    path = eigen_path(G, z_typ[:4], steps=cfg.traverse_steps - 1, output_step=True,
-                      step_size=0.5 * math.sqrt(n) / max(cfg.traverse_steps - 1, 1))
-    figures.append(save_image_grid(path.outputs.transpose(0, 1), out / "eigen_path.png",
-                                   title="paths following the leading eigenvector").name)
-
-    # Pictures of finding 1.
-    rec = search.outputs
-    pick = torch.linspace(0, rec.shape[0] - 1, min(8, rec.shape[0])).round().long()
-    figures.append(save_image_grid(rec[pick].transpose(0, 1)[:8], out / "search_trajectory.png",
-                                   title="high-likelihood search (left: start)").name)
-    figures.append(plot_search(search.steps, search.log_likelihood, out / "search_loglik.png",
-                               reference={"typical (mean)": results["loglik_typical"],
-                                          "real, inverted (mean)": results["loglik_real"]}).name)
-    for name, x in (("typical", x_typ[:16]), ("search_final", x_search[:16]),
-                    ("real", x_real[:16])):
-        figures.append(save_image_grid(x[None], out / f"{name}.png", title=name).name)
-
-    np.savez_compressed(
-        out / "arrays.npz",
-        loglik_typical=ll_typ.double().numpy(), loglik_search=ll_search.double().numpy(),
-        loglik_real=ll_real.double().numpy(), real_residual=inv.residual.double().numpy(),
-        real_flagged=inv.flagged.numpy(), spectra=lam_typ.double().numpy(),
-        global_spectrum=lam_glob.double().numpy(), search_steps=search.steps.numpy(),
-        search_loglik=search.log_likelihood.double().numpy(),
-        search_logdet=search.logdet.double().numpy(),
-        **{f"nearest_distance_{k_}": v.numpy() for k_, v in dist.items()},
-        **per_point,
-    )
-    results["details"] = details
-    results["figures"] = figures
-    results["config"] = asdict(cfg)
-    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    figures, spectra = _finding2(G, k, n, state, cfg, g, out)
+    figures += _finding1_figures(state, results, out)
+    np.savez_compressed(out / ARRAYS, **_finding1_arrays(state), **spectra, **per_point)
+    results.update(details=details, figures=figures, config=asdict(cfg))
+    write_json(out / RESULTS, results)
     return results

@@ -1,4 +1,4 @@
-r"""Factor purity of latent directions on the procedural sprites (``DESIGN.md`` §4).
+r"""Factor purity of latent directions on the procedural sprites.
 
 A direction ``d`` at ``z`` is scored by what it changes in the image. The sprites'
 factors are estimated from image moments (:func:`sprite_factors`), the change along
@@ -13,6 +13,8 @@ radians of orientation are comparable), and
 
 is the largest share of the change held by one factor: 1 when ``d`` moves one factor
 only, ``1/F`` when it moves all ``F`` factors equally.
+It is a per-direction form of the modularity score of Ridgeway & Mozer (2018, arXiv
+1802.05312): a direction is pure when its effect is concentrated on one factor.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..density import prior_log_prob
 from ..geometry._util import frozen
 from ..linalg.jacobian import Generator, check_latents
+from ..progress import progress as progress_bar
 from ..spectral import logdet_jtj
 
 __all__ = ["OBJECTIVES", "SearchResult", "high_likelihood_search"]
@@ -58,6 +58,19 @@ class SearchResult:
     @property
     def final_outputs(self) -> Tensor:
         return self.outputs[-1]
+
+
+def _check_search(steps, lr, objective: str, optimizer: str, record_every) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    for name, value in (("steps", steps), ("record_every", record_every)):
+        if not isinstance(value, int) or value < (0 if name == "steps" else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'}"
+                             f" integer, got {value!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
 
 
 def high_likelihood_search(
@@ -107,21 +120,12 @@ def high_likelihood_search(
         tensor([[-0.5000, -0.5000]])
     """
     check_latents(G, z0)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    for name, value in (("steps", steps), ("record_every", record_every)):
-        if not isinstance(value, int) or value < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'}"
-                             f" integer, got {value!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    _check_search(steps, lr, objective, optimizer, record_every)
     z = z0.detach().clone().requires_grad_(True)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([z], lr=lr)
     records: dict[str, list[Tensor]] = {k: [] for k in ("step", "z", "ll", "ld", "obj", "x")}
     with frozen(G):
-        for t in tqdm(range(steps + 1), desc="search", disable=not progress):
+        for t in progress_bar(range(steps + 1), desc="search", disable=not progress):
             logdet = logdet_jtj(G, z, method=method, **options)
             log_prior = prior_log_prob(prior, z)
             value = -0.5 * logdet + (log_prior if objective == "loglik" else 0.0)

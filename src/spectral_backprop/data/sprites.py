@@ -11,7 +11,7 @@ intensity-weighted covariance gives ``Σ`` (hence ``s``, ``a``, ``θ``), and the
 intensity ``2π s² b`` gives ``b``. Aspect is kept ≥ 1.5 so that orientation is
 identifiable, and the ranges keep the blob at least 2.8 long-axis std's from every
 edge, so that truncation barely biases the moments. Used to score how purely a latent
-direction moves one factor (``DESIGN.md`` section 4).
+direction moves one factor (:mod:`spectral_backprop.analysis.purity`).
 """
 
 from __future__ import annotations

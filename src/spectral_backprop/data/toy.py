@@ -2,8 +2,7 @@
 
 Ring: 8 Gaussians on the unit circle, std 0.01. Grid: 25 Gaussians at
 ``{-4, -2, 0, 2, 4}^2``, std 0.05. These are the settings of VEEGAN (Srivastava et al.
-2017, arXiv 1705.07761) and PacGAN (Lin et al. 2018, arXiv 1712.04086); see
-``DESIGN.md`` section 4.
+2017, arXiv 1705.07761) and PacGAN (Lin et al. 2018, arXiv 1712.04086).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Two layouts are understood:
 
-* a **demo** folder (written by :func:`spectral_backprop.demo.run_demo`): a top-level
+* a **demo** folder (written by :func:`spectral_backprop.studies.demo.run_demo`): a top-level
   ``results.json`` whose ``variants`` maps each variant name to its entry, with an
   ``analysis_dir`` and a ``train_dir`` relative to the folder;
 * an **analysis** folder (written by :func:`spectral_backprop.analysis.analyze_generator`):
@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = "results.json"
-ARRAYS = "arrays.npz"
-METRICS = "metrics.jsonl"
+from ..runfiles import ARRAYS, METRICS, RESULTS, read_metrics
 
-__all__ = ["ARRAYS", "METRICS", "RESULTS", "Artifacts", "ReportError", "Variant",
-           "load_artifacts"]
+__all__ = ["Artifacts", "ReportError", "Variant", "load_artifacts"]
 
 
 class ReportError(Exception):
@@ -99,7 +96,7 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_metrics(path)
     except json.JSONDecodeError as err:
         raise ReportError(f"{path} is not valid JSON lines ({err})") from err
 

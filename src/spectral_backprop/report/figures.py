@@ -7,26 +7,16 @@ non-interactive ``Agg`` backend: reports are rendered on machines without a disp
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 
-from .._pyplot import pyplot as _pyplot
+from ..pictures import png_bytes, pyplot
 from .artifacts import Variant
 
 __all__ = ["class_coverage", "loglik_histograms", "spectra_overlay", "training_curves"]
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
-DPI = 110
-
-
-def _png(fig) -> bytes:
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -50,7 +40,7 @@ def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
     allv = np.concatenate([x for x in values if x.size] or [np.zeros(1)])
     lo, hi = np.percentile(allv, [0.5, 99.5]) if allv.size > 1 else (allv[0] - 1, allv[0] + 1)
     bins = np.linspace(lo - 0.02 * (hi - lo + 1), hi + 0.02 * (hi - lo + 1), 40)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(have), figsize=(4.6 * len(have), 3.0), squeeze=False,
                              sharex=True)
     for ax, v in zip(axes[0], have, strict=True):
@@ -64,7 +54,7 @@ def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
         ax.set_xlabel("log p_G(x)  (nats; vertical lines: means)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
@@ -73,7 +63,7 @@ def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
     have = [v for v in variants if "spectra" in v.arrays]
     if not have:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for v, color in zip(have, COLORS, strict=False):
         lam = np.sort(np.asarray(v.arrays["spectra"], dtype=float), axis=-1)[:, ::-1]
@@ -90,7 +80,7 @@ def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
     ax.set_ylabel("λ_i")
     ax.set_title("spectra of JᵀJ", fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def training_curves(variants: Sequence[Variant]) -> bytes | None:
@@ -101,7 +91,7 @@ def training_curves(variants: Sequence[Variant]) -> bytes | None:
     panels = [("d_loss", "discriminator loss"), ("g_loss", "generator loss (adversarial)"),
               ("entropy", "entropy estimate H[p_G] (nats)")]
     panels = [p for p in panels if any(p[0] in m for v in have for m in v.metrics)]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 2.8), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         for v, color in zip(have, COLORS, strict=False):
@@ -112,7 +102,7 @@ def training_curves(variants: Sequence[Variant]) -> bytes | None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | None = None
@@ -125,7 +115,7 @@ def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | Non
     have = [v for v in variants if v.info.get("class_counts")]
     if not have:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 2.9))
     n_cls = len(have[0].info["class_counts"])
     width = 0.8 / len(have)
@@ -140,4 +130,4 @@ def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | Non
     ax.set_xlabel("predicted digit class")
     ax.set_ylabel("share of samples")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)

@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..runfiles import REPORT
 from . import figures
 from .artifacts import Artifacts, Variant, load_artifacts
 from .tables import flat_metrics, format_value, summary_rows
 
 __all__ = ["REPORT", "render_html", "write_report"]
 
-REPORT = "report.html"
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;

@@ -39,6 +39,7 @@ from .registry import (
     auto_spectral_sum,
     logdet_jtj,
     register_method,
+    resolve_method,
     spectral_sum,
 )
 from .stochastic import chebyshev_spectral_sum, lanczos_spectral_sum, stochastic_spectral_sum
@@ -65,6 +66,7 @@ __all__ = [
     "logdet_jtj",
     "register_method",
     "resolve_function",
+    "resolve_method",
     "spectral_sum",
     "stochastic_spectral_sum",
 ]

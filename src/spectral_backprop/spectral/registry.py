@@ -50,6 +50,7 @@ __all__ = [
     "auto_spectral_sum",
     "logdet_jtj",
     "register_method",
+    "resolve_method",
     "spectral_sum",
 ]
 
@@ -80,6 +81,19 @@ STOCHASTIC_OPTIONS: frozenset[str] = _keyword_options(  # type: ignore[assignmen
 )
 
 
+def resolve_method(method: str, k: int) -> str:
+    """The method that runs for latent size ``k``: ``"auto"`` becomes ``"exact"`` below
+    :data:`AUTO_CROSSOVER` and ``"lanczos"`` at or above it; others are themselves.
+
+    Example:
+        >>> resolve_method("auto", 16), resolve_method("auto", 512), resolve_method("exact", 512)
+        ('exact', 'lanczos', 'exact')
+    """
+    if method == "auto":
+        return "lanczos" if k >= AUTO_CROSSOVER else "exact"
+    return method
+
+
 def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     """``method="auto"``: exact below ``k = AUTO_CROSSOVER = 128`` latents, else ``"lanczos"``.
 
@@ -91,7 +105,7 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     ``UserWarning`` that names it and the path chosen.
     """
     k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else 0
-    stochastic = k >= AUTO_CROSSOVER
+    stochastic = resolve_method("auto", k) == "lanczos"
     path, used, other = (
         ("lanczos", STOCHASTIC_OPTIONS, EXACT_OPTIONS) if stochastic
         else ("exact", EXACT_OPTIONS, STOCHASTIC_OPTIONS)
