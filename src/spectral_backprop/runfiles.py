@@ -8,12 +8,14 @@ takes these names from here, so that a file is spelled once. A training run fold
     checkpoint.pt    the latest checkpoint (atomic)
     eval.json        final figures of a finished run (mode coverage, reverse KL)
     samples.png      samples of the trained generator
+    density.png      target density beside the generator's (reverse KL)
 
 An analysis or study folder::
 
     results.json     every number
     arrays.npz       per-point arrays behind the figures
     report.html      the self-contained report
+    purity.json      one generator's factor-purity scores (factor study)
     log.txt          a worker process's output (parallel studies)
 """
 
@@ -28,9 +30,11 @@ __all__ = [
     "ARRAYS",
     "CHECKPOINT",
     "CONFIG",
+    "DENSITY",
     "EVAL",
     "LOG",
     "METRICS",
+    "PURITY",
     "REPORT",
     "RESULTS",
     "SAMPLES",
@@ -43,6 +47,8 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 EVAL = "eval.json"
 SAMPLES = "samples.png"
+DENSITY = "density.png"
+PURITY = "purity.json"
 RESULTS = "results.json"
 ARRAYS = "arrays.npz"
 REPORT = "report.html"

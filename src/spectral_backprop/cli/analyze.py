@@ -13,6 +13,7 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError, writable_dir
 from spectral_backprop.cli.flags import add_config_arguments, config_from_args
+from spectral_backprop.runfiles import RESULTS
 
 
 def add_parser(subparsers) -> None:
@@ -52,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     keys = [k for k, v in results.items() if isinstance(v, float)]
     print(json.dumps({k: round(results[k], 4) for k in keys}, indent=2))
-    print(f"wrote {out / 'results.json'} and {len(results['figures'])} figures")
+    print(f"wrote {out / RESULTS} and {len(results['figures'])} figures")
     return 0

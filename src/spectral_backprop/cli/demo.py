@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError, writable_dir
 from spectral_backprop.cli.flags import add_config_arguments, config_from_args
+from spectral_backprop.runfiles import REPORT, RESULTS
 
 HELP = ("train a DCGAN with and without the entropy term on the embedded MNIST digits, "
         "run both findings of the paper and write DIR/report.html")
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write to {out}: {err}") from err
     t = results["timings"]["total_seconds"]
     print("\n" + format_summary(results))
-    print(f"\ndone in {t / 60:.1f} min. Open {out / 'report.html'} in a browser; "
-          f"numbers are in {out / 'results.json'}.")
+    print(f"\ndone in {t / 60:.1f} min. Open {out / REPORT} in a browser; "
+          f"numbers are in {out / RESULTS}.")
     return 0

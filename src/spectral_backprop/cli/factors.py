@@ -14,6 +14,7 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError, writable_dir
 from spectral_backprop.cli.flags import add_config_arguments, config_from_args
+from spectral_backprop.runfiles import RESULTS
 
 
 def add_parser(subparsers) -> None:
@@ -43,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, RuntimeError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(results["purity"], indent=2))
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {out / RESULTS}")
     return 0

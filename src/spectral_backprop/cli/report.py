@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..runfiles import REPORT
 from . import CLIError
 
 HELP = "re-render DIR/report.html from the saved artifacts of a demo or analyze run"
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     except ReportError as err:
         raise CLIError(str(err)) from err
     except OSError as err:
-        target = args.out or Path(args.dir) / "report.html"
+        target = args.out or Path(args.dir) / REPORT
         raise CLIError(f"cannot write {target}: {err.strerror or err}") from err
     print(f"report written to {path}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ..analysis.factors import METHODS, compare_directions
 from ..data import load_dataset
-from ..runfiles import CHECKPOINT, RESULTS, write_json
+from ..runfiles import CHECKPOINT, PURITY, RESULTS, write_json
 from ..stats import mean_se
 from ..train import GANConfig, train_gan
 
@@ -96,7 +96,7 @@ def run_factor_experiment(out_dir: str | Path, config: FactorsConfig | None = No
         G = train_gan(cfg.gan_config(seed), run_dir, resume=resume, dataset=data).generator
         scores = compare_directions(G, data.x, r=cfg.directions, n_latents=cfg.latents,
                                     delta=cfg.delta, seed=seed)
-        (run_dir / "purity.json").write_text(json.dumps(scores, indent=2) + "\n")
+        (run_dir / PURITY).write_text(json.dumps(scores, indent=2) + "\n")
         per_seed.append(scores)
         if cfg.progress:
             print(f"seed {seed}: " + ", ".join(f"{m} {s['mean']:.3f}" for m, s in scores.items()))

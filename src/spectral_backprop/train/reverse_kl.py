@@ -43,7 +43,7 @@ from spectral_backprop.density import implicit_log_prob, seeded_samples
 from spectral_backprop.models import CouplingGenerator
 from spectral_backprop.pictures import save_density_png
 from spectral_backprop.progress import progress
-from spectral_backprop.runfiles import CHECKPOINT, EVAL, METRICS
+from spectral_backprop.runfiles import CHECKPOINT, DENSITY, EVAL, METRICS
 from spectral_backprop.stats import standard_error
 from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
 from spectral_backprop.train.config import ReverseKLConfig
@@ -197,7 +197,7 @@ def finish_run(G: CouplingGenerator, config: ReverseKLConfig, out: Path) -> Reve
     G.eval()
     figures = evaluate_reverse_kl(G, config.target, config.eval_samples, seed=10_000 + config.seed)
     (out / EVAL).write_text(json.dumps(figures, indent=2) + "\n")
-    save_density_plot(G, config.target, out / "density.png",
+    save_density_plot(G, config.target, out / DENSITY,
                       f"{config.target}: KL {figures['reverse_kl']:.3f} nats, "
                       f"ESS {figures['ess']:.2f}")
     print(json.dumps(figures))
