@@ -1,6 +1,6 @@
 """The package's floors import one way only, and ``import spectral_backprop`` stays light.
 
-    linalg ← spectral ← density, geometry ← analysis | train ← studies ← cli
+    linalg ← spectral ← density, geometry, manifold ← analysis | train ← studies ← cli
 
 ``data`` and ``models`` (data sets, networks) and the ground-floor modules ``stats``,
 ``progress``, ``runfiles`` and ``pictures`` import nothing of the package, so any floor
@@ -26,13 +26,14 @@ PACKAGE = Path(spectral_backprop.__file__).parent
 ROOT = "__init__"
 GROUND = {"stats", "progress", "runfiles", "pictures"}
 LEAVES = {"data", "models"}
-CORE = {"linalg", "spectral", "density", "geometry"}
+CORE = {"linalg", "spectral", "density", "geometry", "manifold"}
 ALLOWED: dict[str, set[str]] = {
     **{name: set() for name in GROUND | LEAVES},
     "linalg": set(),
     "spectral": {"linalg"},
     "density": {"linalg", "spectral"},
     "geometry": {"linalg", "spectral", "density"},
+    "manifold": {"linalg", "spectral", "density"},
     "analysis": CORE | LEAVES,
     "train": CORE | LEAVES,
     "report": set(),

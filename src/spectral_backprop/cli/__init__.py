@@ -18,6 +18,7 @@ _SUBCOMMANDS = [
     "train",
     "modes",
     "fit_density",
+    "fit_manifold",
     "analyze",
     "factors",
     "report",
@@ -27,6 +28,16 @@ _SUBCOMMANDS = [
 
 class CLIError(Exception):
     """An error meant for a person: printed without a traceback, exit code 2."""
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (a value read from a file may hold line breaks).
+
+    Example:
+        >>> one_line("cannot read x:\\n  bad header\\n")
+        'cannot read x: bad header'
+    """
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def writable_dir(path: Path) -> Path:
@@ -60,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
-        print(f"spectral-backprop {args.command}: error: {err}", file=sys.stderr)
+        print(f"spectral-backprop {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

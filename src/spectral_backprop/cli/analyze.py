@@ -13,7 +13,7 @@ from pathlib import Path
 
 from spectral_backprop.cli import CLIError, writable_dir
 from spectral_backprop.cli.flags import add_config_arguments, config_from_args
-from spectral_backprop.runfiles import RESULTS
+from spectral_backprop.runfiles import RESULTS, run_lock
 
 
 def add_parser(subparsers) -> None:
@@ -41,15 +41,16 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         G, _, data = load_gan_generator(args.checkpoint)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+    except (OSError, ValueError, TypeError, ImportError) as err:
         raise CLIError(str(err)) from err
     if not data.is_image:
         raise CLIError(f"analyze needs an image generator; {args.checkpoint} was trained on "
                        f"{data.name} points of shape {data.shape}")
     out = writable_dir(args.out)
     try:
-        results = analyze_generator(G, data.x, out, labels=data.labels, config=config)
-    except ValueError as err:
+        with run_lock(out):
+            results = analyze_generator(G, data.x, out, labels=data.labels, config=config)
+    except ValueError as err:  # RunLockedError too
         raise CLIError(str(err)) from err
     keys = [k for k, v in results.items() if isinstance(v, float)]
     print(json.dumps({k: round(results[k], 4) for k in keys}, indent=2))

@@ -32,16 +32,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from spectral_backprop.studies import load_protocol
     from spectral_backprop.studies.demo import DemoConfig, format_summary, run_demo
-    from spectral_backprop.train import CheckpointError
+    from spectral_backprop.train import RUN_ERRORS
 
     base = load_protocol("demo_quick") if args.quick else None
     config = config_from_args(args, DemoConfig, base=base, exclude=("analysis",))
     out = writable_dir(args.out)
     try:
         results = run_demo(out, config)
-    except CheckpointError as err:
-        raise CLIError(f"{err}\n(the folder holds a demo run with other settings: "
-                       "use another --out, or delete it)") from err
+    except RUN_ERRORS as err:
+        raise CLIError(str(err)) from err
     except ImportError as err:
         raise CLIError(str(err)) from err
     except OSError as err:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from spectral_backprop.cli import CLIError
-from spectral_backprop.cli.train import add_gan_arguments, config_from_args
+from spectral_backprop.cli.train import add_gan_arguments, config_from_args, load_data
 
 
 def run(args: argparse.Namespace) -> int:
     from spectral_backprop.runfiles import RESULTS
     from spectral_backprop.studies.modes import load_protocol, run_modes
-    from spectral_backprop.train import CheckpointError
+    from spectral_backprop.train import RUN_ERRORS
 
     if not 0 <= args.first_seed < args.seeds:
         raise CLIError(f"need 0 <= --first-seed < --seeds, got {args.first_seed} and {args.seeds}")
@@ -22,10 +23,11 @@ def run(args: argparse.Namespace) -> int:
     beta = protocol["entropy_weight"] if args.entropy_weight is None else args.entropy_weight
     if beta <= 0:
         raise CLIError(f"--entropy-weight must be positive, got {beta}")
+    data = load_data(replace(base, dataset=args.dataset))
     try:
         summary = run_modes(args.dataset, args.seeds, args.out, base, beta, resume=args.resume,
-                            first_seed=args.first_seed)
-    except (CheckpointError, FileExistsError) as err:
+                            first_seed=args.first_seed, data=data)
+    except RUN_ERRORS as err:
         raise CLIError(str(err)) from err
     table = {v: {k: summary["variants"][v][k]
                  for k in ("modes", "high_quality", "reverse_kl", "spread")}

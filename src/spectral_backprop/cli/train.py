@@ -88,7 +88,7 @@ def load_data(config):
 
     try:
         return load_dataset(config.dataset, **config.data_options)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         raise CLIError(str(err)) from err
 
 
@@ -96,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     from spectral_backprop.density import seeded_samples
     from spectral_backprop.pictures import save_samples_png
     from spectral_backprop.runfiles import SAMPLES
-    from spectral_backprop.train import CheckpointError, train_gan
+    from spectral_backprop.train import RUN_ERRORS, train_gan
     from spectral_backprop.train.distributed import teardown_distributed
 
     config = config_from_args(args)
     data = load_data(config)
     try:
         result = train_gan(config, args.out, resume=args.resume, dataset=data)
-    except (CheckpointError, FileExistsError) as err:
+    except RUN_ERRORS as err:
         raise CLIError(str(err)) from err
     finally:
         teardown_distributed()

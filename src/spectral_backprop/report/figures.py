@@ -24,6 +24,24 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def _text(label: str) -> str:
+    """A label as literal text for matplotlib (a ``$`` would start mathtext)."""
+    return label.replace("$", r"\$")
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _counts(value) -> np.ndarray | None:
+    """A list of non-negative numbers with a positive sum as an array, else ``None``."""
+    if not isinstance(value, list) or not value or not all(_number(c) for c in value):
+        return None
+    counts = np.asarray(value, dtype=float)
+    ok = np.isfinite(counts).all() and (counts >= 0).all() and counts.sum() > 0
+    return counts if ok else None
+
+
 def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
     """Histograms of ``log p_G`` for typical samples, search outputs and real data.
 
@@ -50,7 +68,7 @@ def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
                 ax.hist(np.clip(x, bins[0], bins[-1]), bins=bins, density=True, alpha=0.45,
                         color=color, label=f"{name} (n={x.size})")
                 ax.axvline(x.mean(), color=color, lw=1.5)
-        ax.set_title(v.label, fontsize=9)
+        ax.set_title(_text(v.label), fontsize=9)
         ax.set_xlabel("log p_G(x)  (nats; vertical lines: means)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("density")
@@ -60,7 +78,8 @@ def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
 def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
     """Median eigenvalues of ``JᵀJ`` at typical latents (solid, with the interquartile
     band) and the spectrum of the global metric ``E_z[JᵀJ]`` (dashed), per variant."""
-    have = [v for v in variants if "spectra" in v.arrays]
+    have = [v for v in variants if "spectra" in v.arrays and v.arrays["spectra"].ndim == 2
+            and v.arrays["spectra"].size]
     if not have:
         return None
     plt = pyplot()
@@ -71,11 +90,11 @@ def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
         ranks = np.arange(1, lam.shape[1] + 1)
         q1, med, q3 = np.percentile(lam, [25, 50, 75], axis=0)
         ax.fill_between(ranks, q1, q3, color=color, alpha=0.2)
-        ax.semilogy(ranks, med, color=color, lw=1.8, label=f"{v.label}: local (median)")
+        ax.semilogy(ranks, med, color=color, lw=1.8, label=f"{_text(v.label)}: local (median)")
         if "global_spectrum" in v.arrays:
             g = np.clip(np.asarray(v.arrays["global_spectrum"], dtype=float), 1e-30, None)
             ax.semilogy(np.arange(1, g.size + 1), np.sort(g)[::-1], color=color, ls="--",
-                        marker="o", ms=3, label=f"{v.label}: global E[JᵀJ]")
+                        marker="o", ms=3, label=f"{_text(v.label)}: global E[JᵀJ]")
     ax.set_xlabel("rank i")
     ax.set_ylabel("λ_i")
     ax.set_title("spectra of JᵀJ", fontsize=9)
@@ -95,10 +114,11 @@ def training_curves(variants: Sequence[Variant]) -> bytes | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 2.8), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         for v, color in zip(have, COLORS, strict=False):
-            pts = [(m["step"], m[key]) for m in v.metrics if key in m]
+            pts = [(m["step"], m[key]) for m in v.metrics
+                   if _number(m.get("step")) and _number(m.get(key))]
             if pts:
                 s, y = zip(*pts, strict=True)
-                ax.plot(s, y, color=color, lw=1.2, label=v.label)
+                ax.plot(s, y, color=color, lw=1.2, label=_text(v.label))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -112,18 +132,21 @@ def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | Non
     A collapsed generator piles its samples on few classes; ``reference`` (the real
     data's shares) is drawn as black ticks.
     """
-    have = [v for v in variants if v.info.get("class_counts")]
+    counts = {v.name: _counts(v.info.get("class_counts")) for v in variants}
+    have = [v for v in variants if counts[v.name] is not None]
+    n_cls = len(counts[have[0].name]) if have else 0
+    have = [v for v in have if len(counts[v.name]) == n_cls]
     if not have:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 2.9))
-    n_cls = len(have[0].info["class_counts"])
     width = 0.8 / len(have)
     for i, (v, color) in enumerate(zip(have, COLORS, strict=False)):
-        counts = np.asarray(v.info["class_counts"], dtype=float)
-        ax.bar(np.arange(n_cls) + (i - (len(have) - 1) / 2) * width, counts / counts.sum(),
-               width=width, color=color, label=v.label)
-    if reference is not None:
+        c = counts[v.name]
+        ax.bar(np.arange(n_cls) + (i - (len(have) - 1) / 2) * width, c / c.sum(),
+               width=width, color=color, label=_text(v.label))
+    reference = _counts(list(reference) if isinstance(reference, list | tuple) else None)
+    if reference is not None and len(reference) == n_cls:
         ax.scatter(np.arange(n_cls), reference, marker="_", s=200, color="black",
                    label="real data", zorder=3)
     ax.set_xticks(np.arange(n_cls))

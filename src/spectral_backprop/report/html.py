@@ -3,6 +3,11 @@
 Nothing is fetched when the page is opened (no scripts, fonts or style sheets from
 elsewhere), so it reads the same from a laptop's file browser, an e-mail attachment or
 a CI artifact store.
+
+Every value read from the folder (labels, numbers, anything a tampered
+``results.json`` holds in their place, the settings, the folder's name) is written
+through ``html.escape``: the only markup on the page is this module's own. Images are
+embedded only from PNG files inside the run folder (:mod:`.artifacts`).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def _figure(png: bytes | None, caption: str, alt: str | None = None) -> str:
         return ""
     alt_text = html.escape(alt or caption)
     return (f'<figure><img src="{_data_uri(png)}" alt="{alt_text}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def _file_figure(path: Path | None, caption: str) -> str:
@@ -81,17 +86,19 @@ def _per_variant(variants: list[Variant], figure: str, caption: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    """A table of plain-text cells (each escaped here)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _summary(art: Artifacts) -> str:
     metrics = {v.name: flat_metrics(v.analysis, v.info) for v in art.variants}
     rows = summary_rows(metrics)
-    header = ["quantity", "unit"] + [html.escape(v.label) for v in art.variants]
-    body = [[html.escape(r["metric"]), html.escape(r["unit"])]
-            + [format_value(r[v.name]) for v in art.variants] for r in rows]
+    header = ["quantity", "unit"] + [v.label for v in art.variants]
+    body = [[r["metric"], r["unit"]] + [format_value(r[v.name]) for v in art.variants]
+            for r in rows]
     return _table(header, body)
 
 
@@ -102,11 +109,12 @@ def _likelihood_details(art: Artifacts) -> str:
             ("real_on_manifold", "real digits, near the manifold")]
     rows = []
     for v in art.variants:
-        details = v.analysis.get("details", {})
+        details = v.analysis.get("details")
+        details = details if isinstance(details, dict) else {}
         for key, name in sets:
-            if details.get(key, {}).get("count"):  # skip empty sets (nothing to show)
-                d = details[key]
-                rows.append([html.escape(v.label), name,
+            d = details.get(key)
+            if isinstance(d, dict) and d.get("count"):  # skip empty sets (nothing to show)
+                rows.append([v.label, name,
                              f"{format_value(d.get('mean'))} ± {format_value(d.get('se'))}",
                              format_value(d.get("median")), format_value(d.get("bits_per_dim")),
                              format_value(d.get("count"))])
@@ -119,8 +127,7 @@ def _likelihood_details(art: Artifacts) -> str:
 def _samples(art: Artifacts) -> str:
     cells = []
     for v in art.variants:
-        grid = v.info.get("samples_figure")
-        path = art.root / grid if grid else v.figure("typical.png")
+        path = v.samples if v.samples is not None else v.figure("typical.png")
         cells.append(f"<div><h3>{html.escape(v.label)}</h3>"
                      + _file_figure(path, "random samples G(z), z ~ N(0, I)") + "</div>")
     real = art.variants[0].figure("real.png")
@@ -128,8 +135,7 @@ def _samples(art: Artifacts) -> str:
     if real is not None:
         real_html = ('<div class="wide">'
                      + _file_figure(real, "real training digits, for comparison") + "</div>")
-    reference = art.results.get("real_class_shares")
-    coverage = figures.class_coverage(art.variants, reference)
+    coverage = figures.class_coverage(art.variants, art.results.get("real_class_shares"))
     text = ""
     if coverage is not None:
         text = ("<p class='note'>A classifier trained on the real digits labels generated "
@@ -184,6 +190,9 @@ def render_html(art: Artifacts) -> str:
         ("run", "Run", _run_info(art)),
     ]
     sections = [(a, t, body) for a, t, body in sections if body]
+    if art.notes:
+        sections.append(("notes", "Left out", "<ul class='note'>" + "".join(
+            f"<li>{html.escape(n)}</li>" for n in art.notes) + "</ul>"))
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017
     parts = [

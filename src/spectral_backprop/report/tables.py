@@ -32,22 +32,32 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def flat_metrics(analysis: Mapping[str, Any], info: Mapping[str, Any] | None = None
                  ) -> dict[str, float]:
     """Numbers of one variant under the keys of :data:`SUMMARY_ROWS`.
+
+    Only numbers are taken: a value of another type (a string, ``null``) counts as
+    missing.
 
     Args:
         analysis: an analysis ``results.json`` (top-level means plus ``details``).
         info: the demo's entry for the variant (class coverage, timings), if any.
     """
-    out = {k: v for k, v in analysis.items() if isinstance(v, int | float)}
+    out = {k: v for k, v in analysis.items() if _number(v)}
     details = analysis.get("details", {})
-    if "typical" in details:
-        out["bits_per_dim_typical"] = details["typical"].get("bits_per_dim", math.nan)
-    if "real_flagged_fraction" in details:
+    details = details if isinstance(details, Mapping) else {}
+    typical = details.get("typical")
+    if isinstance(typical, Mapping):
+        value = typical.get("bits_per_dim", math.nan)
+        out["bits_per_dim_typical"] = value if _number(value) else math.nan
+    if _number(details.get("real_flagged_fraction")):
         out["real_flagged_fraction"] = details["real_flagged_fraction"]
     for key in ("class_entropy", "classes_covered", "train_seconds"):
-        if info and key in info:
+        if info and _number(info.get(key)):
             out[key] = info[key]
     return out
 
@@ -65,11 +75,17 @@ def summary_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, A
 
 
 def format_value(value: Any) -> str:
-    """Three significant figures for floats, '—' for missing or non-finite values."""
+    """Three significant figures for floats, '—' for missing or non-finite values.
+
+    Returns plain text, never markup: anything that is not a number (a value read from a
+    file may be of any type) is shown as its text, cut to 60 characters, and a page must
+    escape it like any other text.
+    """
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
-    return str(value)
+    text = str(value)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -31,7 +31,7 @@ checked against the settings) and the analysis and report are redone.
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import platform
 import sys
@@ -50,7 +50,7 @@ from ..density import seeded_samples
 from ..pictures import save_image_grid
 from ..report import write_report
 from ..report.tables import flat_metrics, format_value, summary_rows
-from ..runfiles import LOG, METRICS, RESULTS, SAMPLES, write_json
+from ..runfiles import LOG, METRICS, RESULTS, SAMPLES, read_json, run_lock, write_json
 from ..train import GANConfig, load_gan_generator, train_gan
 from ..train.config import EntropyTerm
 from .protocols import load_protocol
@@ -203,7 +203,10 @@ def _train_and_analyse(cfg: DemoConfig, out: Path, say: Callable[[str], None]
 
 
 def _float_keys(results: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in results.items() if isinstance(v, float)}
+    """The top-level numbers of an analysis ``results.json``; ``null`` (a non-finite
+    number in strict JSON) reads as NaN."""
+    return {k: math.nan if v is None else v for k, v in results.items()
+            if v is None or isinstance(v, float)}
 
 
 def _results(cfg: DemoConfig, out: Path, timings: dict, coverage: dict, t_start: float
@@ -212,7 +215,7 @@ def _results(cfg: DemoConfig, out: Path, timings: dict, coverage: dict, t_start:
     entries: dict[str, dict[str, Any]] = {}
     metrics: dict[str, dict[str, float]] = {}
     for name, (label, beta) in variant_labels(cfg).items():
-        analysis = json.loads((out / name / "analysis" / RESULTS).read_text())
+        analysis = read_json(out / name / "analysis" / RESULTS)
         entries[name] = {
             "label": label, "entropy_weight": beta,
             "train_dir": f"{name}/train", "analysis_dir": f"{name}/analysis",
@@ -220,7 +223,7 @@ def _results(cfg: DemoConfig, out: Path, timings: dict, coverage: dict, t_start:
             **coverage[name], **timings[name], "analysis": _float_keys(analysis),
         }
         metrics[name] = flat_metrics(analysis, entries[name])
-    primary = json.loads((out / PRIMARY / "analysis" / RESULTS).read_text())
+    primary = read_json(out / PRIMARY / "analysis" / RESULTS)
     return {
         **_float_keys(primary),
         "primary_variant": PRIMARY,
@@ -250,11 +253,17 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
     Raises:
         ImportError: the data extra (mlxtend, matplotlib) is missing.
         spectral_backprop.train.CheckpointError: ``out_dir`` holds a demo run with
-            different settings.
+            different settings, or a checkpoint that is not a safe, complete one.
+        spectral_backprop.train.RunLockedError: another process writes into ``out_dir``.
     """
     cfg = config or DemoConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _run_demo(out, cfg, say)
+
+
+def _run_demo(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     t_start = time.perf_counter()
     n = len(variant_labels(cfg))
     say(f"spectral-backprop demo: {n} DCGANs on 5,000 MNIST digits, {cfg.steps} steps each, "

@@ -11,14 +11,13 @@ error of each method's per-seed score.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..analysis.factors import METHODS, compare_directions
 from ..data import load_dataset
-from ..runfiles import CHECKPOINT, PURITY, RESULTS, write_json
+from ..runfiles import CHECKPOINT, PURITY, RESULTS, run_lock, write_json
 from ..stats import mean_se
 from ..train import GANConfig, train_gan
 
@@ -83,11 +82,17 @@ def run_factor_experiment(out_dir: str | Path, config: FactorsConfig | None = No
     Each seed trains in ``out_dir/seed_<i>`` (a finished seed is reused, so an
     interrupted study can be re-run) and writes its scores to ``purity.json``. Results,
     also written to ``out_dir/results.json``, hold ``purity: {method: {"mean", "se"}}``
-    over seeds, the per-seed values and the settings.
+    over seeds, the per-seed values and the settings. The study holds ``out_dir``'s
+    lock while it runs.
     """
     cfg = config or FactorsConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _run_factor_experiment(out, cfg)
+
+
+def _run_factor_experiment(out: Path, cfg: FactorsConfig) -> dict:
     data = load_dataset("sprites", **cfg.data_options())
     per_seed = []
     for seed in range(cfg.seeds):
@@ -96,7 +101,7 @@ def run_factor_experiment(out_dir: str | Path, config: FactorsConfig | None = No
         G = train_gan(cfg.gan_config(seed), run_dir, resume=resume, dataset=data).generator
         scores = compare_directions(G, data.x, r=cfg.directions, n_latents=cfg.latents,
                                     delta=cfg.delta, seed=seed)
-        (run_dir / PURITY).write_text(json.dumps(scores, indent=2) + "\n")
+        write_json(run_dir / PURITY, scores)
         per_seed.append(scores)
         if cfg.progress:
             print(f"seed {seed}: " + ", ".join(f"{m} {s['mean']:.3f}" for m, s in scores.items()))

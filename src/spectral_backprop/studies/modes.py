@@ -10,16 +10,17 @@ arXiv 1712.04086).
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..analysis.modes import MODE_FIGURES, NUM_EVAL_SAMPLES, evaluate_generator
-from ..data import load_dataset
-from ..runfiles import CONFIG, EVAL, RESULTS, write_json
+from ..data import Dataset, load_dataset
+from ..runfiles import CONFIG, EVAL, RESULTS, RunFileError, read_json, write_json
 from ..stats import mean_se
 from ..train import CheckpointError, GANConfig, train_gan
+from ..train.gan import check_entropy_term
 from .protocols import load_protocol as _load
 
 __all__ = ["check_finished_run", "describe_terms", "eval_seed", "load_protocol", "run_modes",
@@ -65,7 +66,15 @@ def check_finished_run(run_dir: Path, config: GANConfig) -> None:
     A resumed summary must describe the protocol it is run with; without this check a
     folder of runs made under other settings would be summarised silently.
     """
-    details = config.mismatch_details(json.loads((run_dir / CONFIG).read_text()), label="run")
+    try:
+        saved = read_json(run_dir / CONFIG)
+        if not isinstance(saved, dict):
+            raise RunFileError(f"{run_dir / CONFIG} does not hold a JSON object")
+        details = config.mismatch_details(saved, label="run")
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{run_dir} holds a finished run whose settings cannot be "
+                              f"read ({err}); delete the run folder to train it again"
+                              ) from err
     if details:
         raise CheckpointError(f"{run_dir} was trained with other settings ({details}). Use a "
                               "new output folder, or the settings of those runs.")
@@ -81,17 +90,32 @@ def train_and_evaluate(config: GANConfig, run_dir: Path, data, resume: bool = Fa
     eval_path = Path(run_dir) / EVAL
     if resume and eval_path.exists():
         check_finished_run(Path(run_dir), config)
-        return json.loads(eval_path.read_text())
+        return read_eval(eval_path)
     result = train_gan(config, run_dir, resume=resume, dataset=data)
     figures = evaluate_generator(result.generator, result.latent_dim, data.modes,
                                  data.mode_std, seed=eval_seed(config.seed))
-    eval_path.write_text(json.dumps(figures) + "\n")
+    write_json(eval_path, figures)
     return figures
 
 
+def read_eval(path: Path) -> dict[str, float]:
+    """The figures of a finished run's ``eval.json`` (``null``, a non-finite figure, as NaN).
+
+    Raises:
+        RunFileError: the file is not JSON or not an object of numbers.
+    """
+    figures = read_json(path)
+    if not isinstance(figures, dict) or not all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in figures.values()):
+        raise RunFileError(f"{path} does not hold the figures of a run (an object of "
+                           "numbers); delete its run folder to train it again")
+    return {k: math.nan if v is None else v for k, v in figures.items()}
+
+
 def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
-              entropy_weight: float, resume: bool = False, first_seed: int = 0
-              ) -> dict[str, Any]:
+              entropy_weight: float, resume: bool = False, first_seed: int = 0,
+              data: Dataset | None = None) -> dict[str, Any]:
     """Train both variants (β = 0 and β = ``entropy_weight``) for seeds
     ``first_seed, ..., seeds − 1``.
 
@@ -99,10 +123,14 @@ def run_modes(dataset: str, seeds: int, out_dir: str | Path, base: GANConfig,
     per-seed figures, is written to ``out_dir/results.json`` and returned. To spread
     seeds over processes, give each a ``first_seed``/``seeds`` range, then summarise
     all of them with ``first_seed=0, resume=True`` (finished runs are not retrained).
+    ``data`` (default: loaded as ``base.data_options`` say) is the training data.
     """
     out = Path(out_dir)
-    data = load_dataset(dataset, **base.data_options)
+    data = data if data is not None else load_dataset(dataset, **base.data_options)
     variants = {"gan": 0.0, "entropy": entropy_weight}
+    # The entropy variant's estimator is checked before the first run trains.
+    check_entropy_term(replace(base, dataset=dataset,
+                               entropy=replace(base.entropy, weight=entropy_weight)), data)
     per_seed: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for seed in range(first_seed, seeds):
         for variant, beta in variants.items():

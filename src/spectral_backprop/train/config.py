@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 from spectral_backprop.models import ARCHITECTURES
 from spectral_backprop.models.mlp import ACTIVATIONS
+from spectral_backprop.runfiles import write_json
+from spectral_backprop.spectral import METHODS
 from spectral_backprop.train.targets import TARGETS
 
 __all__ = ["ConfigError", "Decay", "EntropyTerm", "GANConfig", "R1", "ReverseKLConfig",
@@ -72,6 +74,18 @@ def _one_of(choices: Collection[str]) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
 
 
+def _non_finite(value: Any) -> bool:
+    """Whether a setting holds NaN or ±inf anywhere (a number no run can be resumed with:
+    NaN never equals itself, and strict JSON writes it as ``null``)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples become lists, as in a saved config.json
 
@@ -108,7 +122,11 @@ class _Node:
         return dataclasses.asdict(self)
 
     def __post_init__(self) -> None:
-        for name, section in self.sections().items():
+        sections = self.sections()
+        for f in dataclasses.fields(self):
+            if f.name not in sections and _non_finite(getattr(self, f.name)):
+                raise ConfigError(f.name, f"must be finite, got {getattr(self, f.name)!r}")
+        for name, section in sections.items():
             value = getattr(self, name)
             if isinstance(value, dict):
                 try:
@@ -189,7 +207,8 @@ class _Config(_Node):
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write the config as strict JSON, atomically."""
+        write_json(path, self.to_dict(), sort_keys=True)
 
     def resumable(self) -> frozenset[str]:
         """Fields that may change when resuming (a decaying schedule pins ``steps``)."""
@@ -312,6 +331,10 @@ class R1(_Node):
         self._check_non_negative("weight")
 
 
+# Options of the estimator that the training loop sets itself.
+_SET_BY_TRAINING = frozenset({"generator", "return_info"})
+
+
 @dataclass
 class EntropyTerm(_Node):
     """The entropy term ``−β·H[p_G]`` of the generator's loss, ``H[p_G] = H[p_Z] + ½ E_z
@@ -347,6 +370,15 @@ class EntropyTerm(_Node):
         self._check_non_negative("weight")
         if self.weight > 0:
             self._check_positive("batch")
+        if self.method not in METHODS:
+            raise ConfigError("method", f"must be {_one_of(sorted(METHODS))}, "
+                                        f"got {self.method!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError("options", f"must be a dict, got {type(self.options).__name__}")
+        fixed = sorted(set(self.options) & _SET_BY_TRAINING)
+        if fixed:
+            raise ConfigError("options", f"cannot set {', '.join(fixed)}: the training "
+                                         "loop sets it")
 
 
 # The flat fields of GANConfig before R1 and EntropyTerm existed, by today's names.

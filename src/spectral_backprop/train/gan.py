@@ -22,8 +22,9 @@ of :func:`g_step`; :class:`GANState` holds what a checkpoint saves.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,10 +37,10 @@ from spectral_backprop.models import build_gan
 from spectral_backprop.progress import progress
 from spectral_backprop.runfiles import CHECKPOINT, METRICS
 from spectral_backprop.spectral import METHOD_OPTIONS, resolve_method
-from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
-from spectral_backprop.train.config import EntropyTerm, GANConfig
+from spectral_backprop.train.checkpoint import restore_checkpoint, save_checkpoint
+from spectral_backprop.train.config import ConfigError, EntropyTerm, GANConfig
 from spectral_backprop.train.distributed import Distributed, setup_distributed
-from spectral_backprop.train.run import MetricsLog, prepare_run_dir
+from spectral_backprop.train.run import MetricsLog, check_finite, check_run_dir, open_run_dir
 
 
 @dataclass
@@ -108,6 +109,12 @@ def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConf
     """
     if isinstance(term, GANConfig):
         term = term.entropy
+    return _entropy_estimate(G, z, term, generator)
+
+
+def _entropy_estimate(G: torch.nn.Module, z: Tensor, term: EntropyTerm,
+                      generator: torch.Generator | None) -> Tensor:
+    """The estimate of :func:`generator_entropy` (also the pre-training check's)."""
     options = dict(term.options)
     # The run's generator draws the probes of a stochastic estimator (for bit-identical
     # resumes); the exact path takes none.
@@ -226,22 +233,55 @@ def g_step(s: GANState, z: Tensor, z_h: Tensor | None, beta: float, term: Entrop
     return g_adv, ent
 
 
+_POLICIES = ("on_singular", "on_nonconvergence")
+
+
+def check_entropy_term(config: GANConfig, data: Dataset, G: torch.nn.Module | None = None,
+                       device: torch.device | str = "cpu") -> None:
+    """Refuse an entropy term whose estimator or options do not work, before training:
+    one estimate on two latents of ``G`` (default: an untrained generator of ``config``
+    for ``data``). Torch's random state is left as it was.
+
+    Raises:
+        ConfigError: the estimator refused its options (names or values).
+    """
+    term = config.entropy
+    if term.weight <= 0:
+        return
+    # The untrained generator may be singular or slow to converge where the trained one
+    # is not: "raise" policies are probed as "warn", and the warnings are not shown.
+    probe = replace(term, options={k: "warn" if k in _POLICIES and v == "raise" else v
+                                   for k, v in term.options.items()})
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if G is None:
+            G = build_models(config, data)[0].to(device)
+        rng = torch.Generator().manual_seed(0)
+        k = config.latent_dim or default_latent_dim(data)
+        try:
+            _entropy_estimate(G, torch.randn(2, k, generator=rng).to(device), probe, rng)
+        except (TypeError, ValueError) as err:
+            raise ConfigError("entropy", f"(method {term.method!r}, options "
+                                         f"{term.options}) cannot be used: {err}") from err
+
+
 def start_run(s: GANState, config: GANConfig, out: Path, resume: bool, data: Dataset
-              ) -> tuple[int, MetricsLog]:
-    """Prepare ``out``, restore its checkpoint when resuming, open the metrics log and
-    print the config; returns the first step and the log."""
-    ckpt = prepare_run_dir(out, config, resume, write=s.dd.is_main)
-    s.dd.barrier()
+              ) -> int | None:
+    """Check everything and restore the checkpoint when resuming, writing nothing
+    (:func:`~.run.check_run_dir`); returns the step resumed at (``None``: a new run)."""
+    check_entropy_term(config, data, s.G, s.dd.device)
+    payload = check_run_dir(out, config, resume)
     start = 0
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, config=config, modules=s.modules(),
-                                optimizers=s.optimizers(), generator=s.rng)["step"]
-    log = MetricsLog(out / METRICS, resume_step=start if ckpt else None, enabled=s.dd.is_main)
+    if payload is not None:
+        start = restore_checkpoint(payload, modules=s.modules(), optimizers=s.optimizers(),
+                                   generator=s.rng, path=out / CHECKPOINT)
     if s.dd.is_main:
         print(config.describe())
-        print(f"data: {data.name} {tuple(data.x.shape)}, k = {s.latent_dim}, "
-              f"processes = {s.dd.world_size}" + (f", resuming at step {start}" if ckpt else ""))
-    return start, log
+        print(f"data: {data.name} {tuple(data.x.shape)}, k = {s.latent_dim}, processes = "
+              f"{s.dd.world_size}" + (f", resuming at step {start}" if payload else ""))
+    return start if payload is not None else None
 
 
 def step_values(config: GANConfig, d_loss: Tensor, g_adv: Tensor, ent: Tensor | None,
@@ -267,6 +307,11 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     run generator whose state is checkpointed, so an interrupted run resumed with
     ``resume=True`` continues bit-identically.
 
+    Everything is checked before anything is written (the data, the entropy term's
+    estimator, the checkpoint to resume: :mod:`.run`); the run then holds the folder's
+    lock, and stops with :class:`~.run.TrainingError` at the first logged or
+    checkpointed step whose losses are not finite.
+
     Args:
         config: the run's settings.
         out_dir: run folder (see :mod:`spectral_backprop.train.run`).
@@ -277,9 +322,23 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
     out = Path(out_dir)
     data = dataset if dataset is not None else load_dataset(config.dataset,
                                                             **config.data_options)
+    data.check()
     s = build_state(config, data, dd)
-    start, log = start_run(s, config, out, resume, data)
-    B, steps, metrics, t0 = config.batch_size, config.steps, {}, time.perf_counter()
+    resumed = start_run(s, config, out, resume, data)
+    with open_run_dir(out, config, write=dd.is_main):
+        dd.barrier()
+        log = MetricsLog(out / METRICS, resume_step=resumed, enabled=dd.is_main)
+        metrics = train_steps(s, config, data, out, resumed or 0, log)
+    s.G.eval()
+    s.D.eval()
+    return GANResult(s.G, s.D, data, s.latent_dim, config.steps, metrics, out)
+
+
+def train_steps(s: GANState, config: GANConfig, data: Dataset, out: Path, start: int,
+                log: MetricsLog) -> dict:
+    """Steps ``start, ..., config.steps − 1`` of a run; returns the last logged metrics."""
+    dd, B, steps = s.dd, config.batch_size, config.steps
+    metrics, t0 = {}, time.perf_counter()
     bar = progress(range(start, steps), initial=start, total=steps, desc="train",
                    disable=not (config.progress and dd.is_main))
     for step in bar:
@@ -294,19 +353,20 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
         s.sched_d.step()
 
         done = step + 1
-        if done % config.log_every == 0 or done == steps:
-            values = step_values(config, d_loss, g_adv, ent, r1_scale, beta)
-            metrics = {"step": done, **dd.mean(values),
-                       "time": round(time.perf_counter() - t0, 3)}
+        logged, saved = done % config.log_every == 0, done % config.ckpt_every == 0
+        if not (logged or saved or done == steps):
+            continue
+        values = dd.mean(step_values(config, d_loss, g_adv, ent, r1_scale, beta))
+        check_finite(values, ("d_loss", "g_loss"), done)
+        if logged or done == steps:
+            metrics = {"step": done, **values, "time": round(time.perf_counter() - t0, 3)}
             log.write(metrics)
             bar.set_postfix({name: f"{v:.3f}" for name, v in values.items()})
-        if done % config.ckpt_every == 0 or done == steps:
+        if saved or done == steps:
             if dd.is_main:
                 save_checkpoint(out / CHECKPOINT, step=done, config=config,
                                 modules=s.modules(), optimizers=s.optimizers(),
                                 generator=s.rng)
             dd.barrier()
     bar.close()
-    s.G.eval()
-    s.D.eval()
-    return GANResult(s.G, s.D, data, s.latent_dim, steps, metrics, out)
+    return metrics

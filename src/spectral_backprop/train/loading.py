@@ -31,6 +31,8 @@ def load_gan_generator(path: str | Path) -> tuple[torch.nn.Module, GANConfig, Da
         FileNotFoundError: no checkpoint at ``path``.
         CheckpointError: (a ``ValueError``) the file is not a readable GAN checkpoint or
             does not match the models its config describes.
+        ValueError, TypeError, FileNotFoundError: the run's data set, named in its
+            config, cannot be loaded (:func:`~spectral_backprop.data.load_dataset`).
     """
     path = Path(path)
     ckpt = path / CHECKPOINT if path.is_dir() else path
@@ -38,12 +40,15 @@ def load_gan_generator(path: str | Path) -> tuple[torch.nn.Module, GANConfig, Da
     if payload.get("kind") != "GANConfig":
         raise CheckpointError(f"{ckpt} is not a GAN training checkpoint "
                               f"(kind: {payload.get('kind')!r})")
-    config = GANConfig.from_dict(payload["config"])
+    try:
+        config = GANConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt} holds a config that cannot be read: {err}") from err
     data = load_dataset(config.dataset, **config.data_options)
     G, _, k = build_models(config, data)
     try:
         G.load_state_dict(payload["modules"]["G"])
-    except (KeyError, RuntimeError) as err:
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: generator weights do not match its config: {err}"
                               ) from err
     G.latent_dim = k

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,11 @@ from spectral_backprop.density import implicit_log_prob, seeded_samples
 from spectral_backprop.models import CouplingGenerator
 from spectral_backprop.pictures import save_density_png
 from spectral_backprop.progress import progress
-from spectral_backprop.runfiles import CHECKPOINT, DENSITY, EVAL, METRICS
+from spectral_backprop.runfiles import CHECKPOINT, DENSITY, EVAL, METRICS, write_json
 from spectral_backprop.stats import standard_error
-from spectral_backprop.train.checkpoint import load_checkpoint, save_checkpoint
+from spectral_backprop.train.checkpoint import restore_checkpoint, save_checkpoint
 from spectral_backprop.train.config import ReverseKLConfig
-from spectral_backprop.train.run import MetricsLog, prepare_run_dir
+from spectral_backprop.train.run import MetricsLog, check_finite, check_run_dir, open_run_dir
 from spectral_backprop.train.targets import BOX, get_target, grid_points, log_normaliser
 
 
@@ -148,27 +149,43 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
     """Fit a coupling generator to ``config.target``; write metrics, checkpoint, plot.
 
     Deterministic given ``config.seed`` and bit-identically resumable, like
-    :func:`~spectral_backprop.train.gan.train_gan`. Writes ``out_dir/eval.json`` (the
+    :func:`~spectral_backprop.train.gan.train_gan`; like it, checks everything before
+    writing anything, holds the folder's lock, and stops with
+    :class:`~.run.TrainingError` at a non-finite loss. Writes ``out_dir/eval.json`` (the
     final figures) and ``out_dir/density.png``.
     """
     out = Path(out_dir)
-    log_p = get_target(config.target)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     G = build_generator(config).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     rng = torch.Generator().manual_seed(config.seed + 1)
-
-    ckpt = prepare_run_dir(out, config, resume)
-    start = 0
     modules, optimizers = {"G": G}, {"opt": opt, "sched": sched}
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, config=config, modules=modules, optimizers=optimizers,
-                                generator=rng)["step"]
-    log = MetricsLog(out / METRICS, resume_step=start if ckpt else None)
-    print(config.describe())
 
+    payload = check_run_dir(out, config, resume)
+    start = 0
+    if payload is not None:
+        start = restore_checkpoint(payload, modules=modules, optimizers=optimizers,
+                                   generator=rng, path=out / CHECKPOINT)
+    with open_run_dir(out, config):
+        log = MetricsLog(out / METRICS, resume_step=start if payload is not None else None)
+        print(config.describe())
+
+        def save(done: int) -> None:
+            save_checkpoint(out / CHECKPOINT, step=done, config=config, modules=modules,
+                            optimizers=optimizers, generator=rng)
+
+        fit_steps(G, config, opt, sched, rng, start, log, save)
+        return finish_run(G, config, out)
+
+
+def fit_steps(G: CouplingGenerator, config: ReverseKLConfig, opt: torch.optim.Optimizer,
+              sched, rng: torch.Generator, start: int, log: MetricsLog,
+              save: Callable[[int], None]) -> None:
+    """Steps ``start, ..., config.steps − 1`` of a fit; ``save(done)`` checkpoints."""
+    log_p = get_target(config.target)
+    device = next(G.parameters()).device
     t0 = time.perf_counter()
     bar = progress(range(start, config.steps), initial=start, total=config.steps,
                    desc=f"fit {config.target}", disable=not config.progress)
@@ -181,22 +198,24 @@ def train_reverse_kl(config: ReverseKLConfig, out_dir: str | Path,
         opt.step()
         sched.step()
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
+        logged, saved = done % config.log_every == 0, done % config.ckpt_every == 0
+        if not (logged or saved or done == config.steps):
+            continue
+        check_finite({"loss": loss.item()}, ("loss",), done)
+        if logged or done == config.steps:
             log.write({"step": done, "loss": loss.item(), "beta": beta,
                        "time": round(time.perf_counter() - t0, 3)})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if done % config.ckpt_every == 0 or done == config.steps:
-            save_checkpoint(out / CHECKPOINT, step=done, config=config, modules=modules,
-                            optimizers=optimizers, generator=rng)
+        if saved or done == config.steps:
+            save(done)
     bar.close()
-    return finish_run(G, config, out)
 
 
 def finish_run(G: CouplingGenerator, config: ReverseKLConfig, out: Path) -> ReverseKLResult:
     """Evaluate the trained generator; write ``eval.json`` and ``density.png``."""
     G.eval()
     figures = evaluate_reverse_kl(G, config.target, config.eval_samples, seed=10_000 + config.seed)
-    (out / EVAL).write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(out / EVAL, figures)
     save_density_plot(G, config.target, out / DENSITY,
                       f"{config.target}: KL {figures['reverse_kl']:.3f} nats, "
                       f"ESS {figures['ess']:.2f}")
