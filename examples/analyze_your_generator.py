@@ -51,7 +51,8 @@ def main() -> None:
     elif args.generator.endswith((".ts", ".jit")):
         G = torch.jit.load(args.generator)
     else:
-        G = torch.load(args.generator, weights_only=False)  # a whole pickled module
+        # A whole pickled module runs code when loaded: only for a file you made yourself.
+        G = torch.load(args.generator, weights_only=False)
     G.eval()
     k = args.latent_dim or G.latent_dim
 
