@@ -101,8 +101,9 @@ def mean_se(values: list[float]) -> str:
     v = [x for x in values if x is not None and math.isfinite(x)]
     if not v:
         return "–"
-    se = np.std(v, ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{np.mean(v):.3f} ± {se:.3f}"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) / math.sqrt(len(v)):.3f}"
 
 
 def table(runs: list[dict]) -> str:
@@ -127,6 +128,37 @@ def table(runs: list[dict]) -> str:
                 f"{mean_se([r['final']['manifold_distance'] for r in sel])} | "
                 f"{np.mean([r['final']['seconds_per_step'] for r in sel]) * 1e3:.1f} ms | "
                 f"0/{len(sel)} | – |")
+    return "\n".join(rows) + "\n"
+
+
+def at_time(curve: list[dict], seconds: float) -> dict | None:
+    """The last evaluation of ``curve`` within ``seconds`` of training (None: none)."""
+    within = [r for r in curve if r["train_time"] <= seconds]
+    return within[-1] if within else None
+
+
+def equal_time_table(runs: list[dict]) -> str:
+    """``kl`` and median distance of each estimator at the same training seconds ``T``:
+    per data set, ``T`` is the smallest total training time of any estimator's run
+    (every estimator has had at least ``T`` seconds; the faster ones took more steps).
+    A run read at ``T`` before its end has not finished its cosine decay."""
+    rows = ["| data | T (s) | estimator | steps done by T (mean) | kl at T | median distance "
+            "at T |", "|---|---|---|---|---|---|"]
+    for data, ambient in DATA:
+        sel = [r for r in runs if (r["data"], r["ambient_dim"]) == (data, ambient)
+               and r["curve"]]
+        if not sel:
+            continue
+        T = min(r["curve"][-1]["train_time"] for r in sel)
+        for method in ESTIMATORS:
+            picks = [at_time(r["curve"], T) for r in sel if r["method"] == method]
+            picks = [q for q in picks if q is not None]
+            if not picks:
+                continue
+            rows.append(f"| {label(data, ambient)} | {T:.0f} | {method} | "
+                        f"{np.mean([q['step'] for q in picks]):.0f} | "
+                        f"{mean_se([q['kl'] for q in picks])} | "
+                        f"{mean_se([q['manifold_distance'] for q in picks])} |")
     return "\n".join(rows) + "\n"
 
 
@@ -189,6 +221,7 @@ def main() -> None:
     if args.replot:
         runs = json.loads((args.out / "manifold_results.json").read_text())
         print(table(runs))
+        print(equal_time_table(runs))
         for path in plot(runs, args.out):
             print("wrote", path)
         return None
@@ -199,7 +232,7 @@ def main() -> None:
     runs = run_all(jobs, args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "manifold_results.json").write_text(json.dumps(runs, indent=1) + "\n")
-    text = table(runs)
+    text = table(runs) + "\n" + equal_time_table(runs)
     (args.out / "manifold_table.md").write_text(text)
     print(text)
     for path in plot(runs, args.out):
