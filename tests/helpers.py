@@ -3,7 +3,11 @@
 * tiny generators: :func:`mlp_generator`, :class:`ConvGenerator`;
 * gradient flattening: :func:`gradients`, :func:`flat_gradient`;
 * analytic generators with a known ``log det JᵀJ``: :func:`linear_generator`,
-  :func:`linear_problem`, and the manifolds :func:`sphere`, :func:`torus`, :func:`helix`;
+  :func:`linear_problem`, :func:`ill_conditioned_map`, and the manifolds :func:`sphere`,
+  :func:`torus`, :func:`helix`;
+* generators that break a rule: :func:`coupled_generators` (they mix samples),
+  :func:`rank_deficient`, the custom autograd Functions :class:`ExpNoFunctorch`,
+  :class:`ExpNoJvp` and :class:`ExpWithJvp`;
 * :func:`check_estimator_convergence` for stochastic estimators.
 """
 
@@ -156,6 +160,89 @@ def helix() -> Manifold:
         return torch.stack([t.cos(), t.sin(), 0.5 * t * t], 1)
 
     return Manifold(G, lambda z: torch.log(torch.sqrt(1 + z[:, 0] ** 2)))
+
+
+def ill_conditioned_map(k: int, n: int, cond: float, dtype: torch.dtype, seed: int = 0):
+    """``(G, A, logdet)``: ``G(z) = z Aᵀ`` with singular values log-spaced from 1 to ``1/cond``.
+
+    ``A`` (``requires_grad``) is rounded to ``dtype``; ``logdet = log det AᵀA`` of that
+    rounded matrix, from its singular values in float64 (so the rounding of ``A`` is not
+    counted as an error of the code under test).
+    """
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64)).Q
+    s = torch.logspace(0, -math.log10(cond), k, dtype=torch.float64)
+    A = ((U * s) @ V.T).to(dtype).requires_grad_()
+    logdet = 2 * torch.linalg.svdvals(A.detach().double()).log().sum().item()
+    return (lambda z: z @ A.T), A, logdet
+
+
+# ---------------------------------------------------------------- rule breakers
+
+
+def rank_deficient(u: Tensor) -> Tensor:
+    """``R^k → R^k`` whose output depends on ``z`` only through ``z0 + z1``: ``JᵀJ`` is singular."""
+    s = u[:, :1] + u[:, 1:2]
+    return torch.cat([s, s.sin(), u[:, 2:] ** 3 + u[:, 2:]], 1)
+
+
+def coupled_generators(G: Callable[[Tensor], Tensor]) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Variants of a per-sample ``G`` that mix the samples of a batch."""
+    F = torch.nn.functional
+    return {
+        "minus batch mean": lambda z: G(z) - G(z).mean(0),
+        "F.batch_norm(training=True)": lambda z: F.batch_norm(G(z), None, None, training=True),
+        "broadcast of sample 0": lambda z: G(z) + 0.1 * G(z)[:1],
+        "roll over the batch": lambda z: G(z) + 0.1 * G(z).roll(1, 0),
+    }
+
+
+class ExpNoFunctorch(torch.autograd.Function):
+    """``exp`` as an old-style custom Function: no ``setup_context``, no ``jvp``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+
+
+class ExpNoJvp(torch.autograd.Function):
+    """``exp`` in the torch.func form (``setup_context``, a vmap rule) but without ``jvp``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.exp()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+
+
+class ExpWithJvp(ExpNoJvp):
+    """:class:`ExpNoJvp` with the ``jvp`` staticmethod forward mode needs."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.y = output
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return tangent * ctx.y
 
 
 # ---------------------------------------------------------------- stochastic estimators

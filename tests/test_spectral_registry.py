@@ -30,7 +30,9 @@ def _rng(seed=0):
 
 def test_option_sets_are_the_estimators_keywords():
     assert CORE_OPTIONS <= EXACT_OPTIONS & STOCHASTIC_OPTIONS
-    assert EXACT_OPTIONS == {"chunk_size", "jitter", "on_singular", "rank_tol", "return_info"}
+    assert EXACT_OPTIONS == {"chunk_size", "jitter", "on_singular", "rank_tol", "return_info",
+                             "check_coupling"}
+    assert CORE_OPTIONS == {"return_info", "jitter", "on_singular", "check_coupling"}
     assert {"num_probes", "num_matvecs", "tol", "probes", "generator", "deflate",
             "on_nonconvergence", "symmetric"} <= STOCHASTIC_OPTIONS
     assert "method" not in STOCHASTIC_OPTIONS
@@ -121,9 +123,10 @@ def test_auto_warns_about_options_for_the_path_not_taken():
 
 
 def test_registered_methods_are_checked_by_their_signature_or_declared_options():
-    def doubled(G, z, fn, *, jitter=0.0, on_singular="warn", return_info=False):
+    def doubled(G, z, fn, *, jitter=0.0, on_singular="warn", check_coupling=True,
+                return_info=False):
         return 2 * exact_spectral_sum(G, z, fn, jitter=jitter, on_singular=on_singular,
-                                      return_info=return_info)
+                                      check_coupling=check_coupling, return_info=return_info)
 
     def loose(G, z, fn, **options):
         return exact_spectral_sum(G, z, fn, **options)

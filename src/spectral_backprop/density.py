@@ -13,11 +13,12 @@ the usual change of variables, ``½ log det JᵀJ = log |det J|``.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
-from .linalg.jacobian import Generator
+from .linalg.jacobian import Generator, check_latents
 from .spectral import SpectralEstimate, logdet_jtj
 from .stats import standard_error
 
@@ -100,6 +101,7 @@ def implicit_log_prob(
         >>> implicit_log_prob(lambda z: 2 * z, z)  # N(0, 4 I) at 0: -log(2π) - log 4
         tensor([-3.2242])
     """
+    check_latents(G, z)  # before the prior reads z's shape
     log_prior = prior_log_prob(prior, z)
     logdet = logdet_jtj(G, z, method=method, **options)
     if isinstance(logdet, SpectralEstimate):
@@ -146,6 +148,10 @@ def entropy(
     """
     if "return_info" in options:
         raise TypeError("entropy always returns a SpectralEstimate: drop return_info")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, numbers.Real)
+                            or math.isnan(cap)):
+        raise ValueError(f"cap must be a number or None, got {cap!r}")
+    check_latents(G, z)
     prior = StandardNormal() if prior is None else prior
     half_logdet = 0.5 * logdet_jtj(G, z, method=method, **options)
     if cap is not None:

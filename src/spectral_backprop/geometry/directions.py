@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator, check_latents, jacobian
+from ..linalg.jacobian import Generator, check_latents, jacobian, work_dtype
 from ..spectral import canonical_signs, latent_metric
 from ._util import check_rank, infer_latent_dim, param_dtype
 
@@ -22,7 +22,12 @@ __all__ = ["global_directions", "global_metric", "principal_directions"]
 
 @torch.no_grad()
 def principal_directions(
-    G: Generator, z: Tensor, r: int | None = None, *, chunk_size: int | None = None
+    G: Generator,
+    z: Tensor,
+    r: int | None = None,
+    *,
+    chunk_size: int | None = None,
+    check_coupling: bool = True,
 ) -> tuple[Tensor, Tensor]:
     r"""Local eigen-directions: the top ``r`` eigenpairs of ``M(z) = JᵀJ`` at each latent.
 
@@ -36,6 +41,7 @@ def principal_directions(
         z: latents ``[B, k]``.
         r: number of directions (default ``k``).
         chunk_size: Jacobian columns per forward-mode batch.
+        check_coupling: refuse a ``G`` that mixes the samples of a batch.
 
     Returns:
         ``(eigenvalues[B, r], directions[B, k, r])``: eigenvalues descending, directions
@@ -49,7 +55,8 @@ def principal_directions(
         (tensor([[9.]]), tensor([0., 1.]))
     """
     check_latents(G, z)  # before z.shape[1]: a clear error for a 1-D z
-    return latent_metric(G, z, top=check_rank(r, z.shape[1]), chunk_size=chunk_size)
+    return latent_metric(G, z, top=check_rank(r, z.shape[1]), chunk_size=chunk_size,
+                         check_coupling=check_coupling)
 
 
 @torch.no_grad()
@@ -85,9 +92,9 @@ def global_metric(
         dtype = param_dtype(G)
         z = torch.randn(n_samples, k, generator=generator, dtype=dtype)
     check_latents(G, z)
-    total = torch.zeros(z.shape[1], z.shape[1], dtype=z.dtype, device=z.device)
+    total = torch.zeros(z.shape[1], z.shape[1], dtype=work_dtype(z.dtype), device=z.device)
     for zb in z.split(batch_size):
-        J = jacobian(G, zb, chunk_size=chunk_size)
+        J = jacobian(G, zb, chunk_size=chunk_size).to(total.dtype)
         total += torch.einsum("bni,bnj->ij", J, J)
     return total / z.shape[0]
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..linalg.jacobian import Generator
 from ..progress import progress as progress_bar
+from ..spectral.diagnostics import NonConvergenceWarning, warn
 from ._util import frozen, infer_latent_dim, param_dtype
 
 __all__ = ["Inversion", "invert"]
@@ -27,8 +28,8 @@ class Inversion:
     Attributes:
         latents: ``[N, k]``, the best restart for each point.
         residual: ``[N]``, root-mean-square error ``‖G(z*) − x‖ / √n`` per output entry.
-        flagged: ``[N]`` bool, ``residual > residual_tol``: the point is far from the
-            generator's manifold and its implicit likelihood is not meaningful.
+        flagged: ``[N]`` bool, ``residual > residual_tol`` (or not finite): the point is
+            far from the generator's manifold and its implicit likelihood is not meaningful.
         reconstructions: ``[N, ...]``, ``G(z*)``.
         residual_tol: the threshold used.
     """
@@ -83,17 +84,14 @@ def invert(
         :class:`Inversion`.
     """
     k = infer_latent_dim(G, latent_dim)
-    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError("x must be a tensor [N, ...] with at least one data point")
-    for name, value in (("restarts", restarts), ("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if prior_weight < 0 or residual_tol <= 0 or lr <= 0:
-        raise ValueError("prior_weight must be >= 0, residual_tol and lr > 0")
+    _check_options(x, restarts, steps, batch_size, prior_weight, residual_tol, lr)
     dtype = param_dtype(G)
     x = x.to(dtype)
-    with torch.no_grad():
-        probe = G(torch.zeros(1, k, dtype=dtype))
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    if not finite.all():
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"x has non-finite entries in points {bad}")
+    probe = _probe(G, k, dtype)
     if probe.shape[1:] != x.shape[1:]:
         raise ValueError(
             f"x has sample shape {tuple(x.shape[1:])} but G produces {tuple(probe.shape[1:])}"
@@ -105,8 +103,42 @@ def invert(
         residuals.append(res)
         recons.append(rec)
     residual = torch.cat(residuals)
-    return Inversion(torch.cat(latents), residual, residual > residual_tol, torch.cat(recons),
-                     residual_tol)
+    failed = ~torch.isfinite(residual)
+    if failed.any():
+        warn(f"inversion failed for points {failed.nonzero().flatten().tolist()}: G produced "
+             "non-finite outputs along the way (residual NaN); they are flagged",
+             NonConvergenceWarning)
+    return Inversion(torch.cat(latents), residual, ~(residual <= residual_tol),
+                     torch.cat(recons), residual_tol)
+
+
+def _check_options(x, restarts, steps, batch_size, prior_weight, residual_tol, lr) -> None:
+    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError("x must be a tensor [N, ...] with at least one data point")
+    if x.is_complex():
+        raise TypeError(f"x must be real, got {x.dtype}")
+    for name, value in (("restarts", restarts), ("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    values = (prior_weight, residual_tol, lr)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or (
+        prior_weight < 0 or residual_tol <= 0 or lr <= 0
+    ):
+        raise ValueError("prior_weight must be >= 0, residual_tol and lr > 0 (finite numbers)")
+
+
+def _probe(G: Generator, k: int, dtype: torch.dtype) -> Tensor:
+    """``G`` at one zero latent, with a clear error when it cannot take ``k`` latents."""
+    try:
+        with torch.no_grad():
+            probe = G(torch.zeros(1, k, dtype=dtype))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"G could not be evaluated on a latent of size k={k} (is "
+                         f"latent_dim right?): {err}") from err
+    if not isinstance(probe, Tensor) or probe.dim() == 0 or probe.shape[0] != 1:
+        raise TypeError("G must return a tensor whose first dimension is the batch, got "
+                        f"{type(probe).__name__} {tuple(getattr(probe, 'shape', ()))}")
+    return probe
 
 
 def _invert_batch(G, x, k, restarts, steps, lr, prior_weight, generator):

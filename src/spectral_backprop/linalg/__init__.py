@@ -1,4 +1,9 @@
-"""Matrix-free numerics on callables and tensors (no ``nn.Module`` logic here)."""
+"""Matrix-free numerics on callables and tensors (no ``nn.Module`` logic here).
+
+:mod:`.jacobian` is also the front door every estimator passes (checks of ``z``, of
+``G``'s output and Jacobian, of sample coupling); :mod:`.memory` refuses allocations
+that cannot fit.
+"""
 
 from .cg import CGResult, conjugate_gradient
 from .chebyshev import (
@@ -8,7 +13,15 @@ from .chebyshev import (
     chebyshev_recurrence,
 )
 from .dense import dense_jacobian, dense_metric, dense_spectral_sum
-from .jacobian import check_latents, flat_output, jacobian, jacobian_columns, metric_matvec
+from .jacobian import (
+    check_generator,
+    check_latents,
+    flat_output,
+    jacobian,
+    jacobian_columns,
+    metric_matvec,
+    work_dtype,
+)
 from .lanczos import (
     LanczosDecomposition,
     lanczos,
@@ -17,16 +30,20 @@ from .lanczos import (
     ritz_pairs,
     tridiagonal,
 )
+from .memory import available_bytes, check_allocation
 from .probes import PROBE_KINDS, project_out, sample_probes
 
 __all__ = [
     "CGResult",
     "LanczosDecomposition",
     "PROBE_KINDS",
+    "available_bytes",
     "chebyshev_coefficients",
     "chebyshev_degree",
     "chebyshev_error",
     "chebyshev_recurrence",
+    "check_allocation",
+    "check_generator",
     "check_latents",
     "conjugate_gradient",
     "dense_jacobian",
@@ -43,4 +60,5 @@ __all__ = [
     "ritz_pairs",
     "sample_probes",
     "tridiagonal",
+    "work_dtype",
 ]

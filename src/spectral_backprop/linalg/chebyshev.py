@@ -25,7 +25,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .memory import check_allocation
+
 Fn = Callable[[Tensor], Tensor]
+
+_TABLE_ENTRIES = 2**22  # entries of cos(jθ) held at once by chebyshev_coefficients
 
 __all__ = [
     "chebyshev_coefficients",
@@ -48,9 +52,13 @@ def chebyshev_coefficients(
     theta = math.pi * (torch.arange(n, dtype=a.dtype, device=a.device) + 0.5) / n
     nodes = torch.cos(theta)
     x = 0.5 * (b - a)[:, None] * nodes + 0.5 * (b + a)[:, None]  # [B, n]
-    j = torch.arange(n, dtype=a.dtype, device=a.device)
-    cos = torch.cos(j[:, None] * theta[None, :])  # [n_coef, n_nodes]
-    c = (2.0 / n) * f(x) @ cos.T
+    fx = f(x)
+    c = torch.empty_like(fx)
+    # cos(j θ_l) in blocks of rows: memory O(n · block), not O(n²), at any degree.
+    block = max(1, _TABLE_ENTRIES // n)
+    for lo in range(0, n, block):
+        j = torch.arange(lo, min(lo + block, n), dtype=a.dtype, device=a.device)
+        c[:, lo : lo + block] = (2.0 / n) * fx @ torch.cos(j[:, None] * theta[None, :]).T
     c[:, 0] = c[:, 0] / 2
     return c
 
@@ -124,6 +132,9 @@ def chebyshev_recurrence(
         that the interval missed part of the spectrum. Degree ``d`` costs ``d`` products.
     """
     degree = max([t.shape[-1] - 1 for t in [*forms, *vectors]], default=0)
+    check_allocation(X.numel(), X.dtype, X.device, copies=4 + len(vectors),
+                     what=f"the Chebyshev recurrence on probes {list(X.shape)}",
+                     fix="Lower num_probes or the batch.")
     half_width = (0.5 * (b - a))[:, None, None]
     centre = (0.5 * (b + a))[:, None, None]
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .memory import check_allocation
+
 __all__ = [
     "LanczosDecomposition",
     "lanczos",
@@ -127,6 +129,9 @@ def lanczos(
     B, k, c = start.shape
     m = min(num_steps, k)
     dtype, device = start.dtype, start.device
+    check_allocation(B * c * m * k, dtype, device, what=f"a Lanczos basis [B={B}, "
+                     f"columns={c}, steps={m}, k={k}]",
+                     fix="Lower num_matvecs or num_probes, or the batch.")
     norm = torch.linalg.vector_norm(start, dim=1)  # [B, c]
     active = norm > 0
     q = torch.where(active[:, None, :], start / norm.clamp_min(torch.finfo(dtype).tiny)[:, None, :],

@@ -25,6 +25,8 @@ import math
 import torch
 from torch import Tensor
 
+from .memory import check_allocation
+
 __all__ = ["PROBE_KINDS", "project_out", "sample_probes"]
 
 PROBE_KINDS = ("rademacher", "gaussian", "orthogonal")
@@ -88,10 +90,13 @@ def sample_probes(
     """
     if kind not in PROBE_KINDS:
         raise ValueError(f"probes must be one of {', '.join(PROBE_KINDS)}; got {kind!r}")
-    if not isinstance(num, int) or num < 1:
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num!r}")
     if basis is not None and basis.shape[-1] >= k:
         raise ValueError(f"the deflation basis spans all k={k} dimensions: nothing left to probe")
+    check_allocation(batch * k * num, dtype, device, copies=2 if kind == "orthogonal" else 1,
+                     what=f"probes [B={batch}, k={k}, num_probes={num}]",
+                     fix="Lower num_probes or the batch.")
     if kind == "orthogonal":
         return _orthogonal(batch, k, num, basis, generator, dtype, device)
     shape = (batch, k, num)

@@ -8,8 +8,10 @@ r"""Spectral sums of the latent metric ``M = JᵀJ`` and their gradients.
 * :mod:`.registry`: ``spectral_sum``, ``logdet_jtj``, the ``method=`` registry,
   the option contract and ``method="auto"``;
 * :mod:`.estimate`: :class:`SpectralEstimate`, the value with its standard error;
-* :mod:`.diagnostics`: singular metrics and non-convergence (warn or raise);
-* :mod:`.exact`: exact spectral backpropagation;
+* :mod:`.diagnostics`: singular metrics, non-finite values and non-convergence (warn or
+  raise);
+* :mod:`.surrogate`: the guard that refuses second derivatives through the surrogate;
+* :mod:`.exact`: exact spectral backpropagation (Cholesky or QR for log det);
 * :mod:`.stochastic`: the stochastic estimator (prepare → kernel → estimate), with the
   kernels :mod:`.slq` (Lanczos quadrature) and :mod:`.chebyshev_hutchinson`, the
   spectrum sketch :mod:`.deflation` and their common result :mod:`.quadratic`;

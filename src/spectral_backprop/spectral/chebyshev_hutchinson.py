@@ -35,9 +35,12 @@ from ..linalg.chebyshev import (
 from .functions import SpectralFunction
 from .quadratic import QuadraticForms
 
-__all__ = ["MAX_DEGREE", "chebyshev_forms"]
+__all__ = ["MAX_DEGREE", "MAX_USER_DEGREE", "chebyshev_forms"]
 
 MAX_DEGREE = 500  # beyond this the interval is too ill-conditioned for a polynomial
+# The largest degree a caller may ask for (num_matvecs): the degree for tol = 1e-2 grows
+# like ½√κ log(1/tol), so 10⁴ already covers κ ≈ 2·10⁷; beyond, Lanczos is the tool.
+MAX_USER_DEGREE = 10_000
 _GROWTH_SLACK = 1e-2  # rounding in the recurrence; a real miss grows exponentially
 
 

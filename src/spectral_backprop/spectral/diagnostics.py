@@ -4,12 +4,16 @@ r"""What every estimator does when the answer is not to be trusted: one policy, 
 finite when ``J`` loses rank. An eigenvalue counts as zero below the numerical-rank
 cut-off ``k · eps · λ_max`` (as in ``numpy.linalg.matrix_rank``; Golub & Van Loan,
 *Matrix Computations*, §5.4.1): below it an eigenvalue of ``JᵀJ`` carries no
-information in the working precision. The exact mode tests the eigenvalues, the
-stochastic modes the Ritz values of their Lanczos sketch. ``on_singular="warn"``
-returns ``g(0)`` (``−inf`` for log det) for those samples with a
-:class:`SingularMetricWarning` and leaves them out of the gradient;
-``on_singular="raise"`` raises ``ValueError``; ``jitter`` (``JᵀJ + jitter·I``) is the
-opt-in regularisation.
+information in the working precision. The exact mode tests the eigenvalues (for log
+det it works on a QR factor of ``J``, whose singular values carry information down to
+``k · eps · σ_max``: there the cut-off is ``σ_min ≤ k · eps · σ_max``), the
+stochastic modes the Ritz values of their Lanczos runs (the probes' own and the
+sketch's). ``on_singular="warn"`` returns ``g`` with the zero eigenvalues set to 0
+(``−inf`` for log det) for those samples with a :class:`SingularMetricWarning` and
+leaves them out of the gradient; ``on_singular="raise"`` raises ``ValueError``;
+``jitter`` (``JᵀJ + jitter·I``) is the opt-in regularisation. The same policy covers
+any other non-finite value (a user's ``g`` evaluated outside its domain): never a NaN
+without a warning or an error naming the samples.
 
 **Non-convergence.** An iterative kernel that stops at its budget before its tolerance
 leaves a biased value and gradient: :class:`NonConvergenceWarning`, or
@@ -26,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import warnings
@@ -41,6 +46,8 @@ __all__ = [
     "SingularMetricWarning",
     "check_singular_options",
     "report_nonconvergence",
+    "report_nonfinite",
+    "ritz_singular_samples",
     "report_singular",
     "singular_samples",
     "sketch_singular_samples",
@@ -70,12 +77,26 @@ def warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-def check_singular_options(on_singular: str, jitter: float) -> None:
-    """Validate the singular-metric options shared by every method."""
-    if on_singular not in ("warn", "raise"):
+def _check_number(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        0 <= value < float("inf")
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_singular_options(
+    on_singular: str, jitter: float, rank_tol: float | None = None, check_coupling: bool = True
+) -> None:
+    """Validate the options shared by every method (``on_singular``, ``jitter``,
+    ``check_coupling``) and the exact mode's ``rank_tol``."""
+    if not isinstance(on_singular, str) or on_singular not in ("warn", "raise"):
         raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
-    if jitter < 0:
-        raise ValueError(f"jitter must be >= 0, got {jitter}")
+    _check_number("jitter", jitter)
+    _check_number("rank_tol", rank_tol, allow_none=True)
+    if not isinstance(check_coupling, bool):
+        raise TypeError(f"check_coupling must be True or False, got {check_coupling!r}")
 
 
 def singular_samples(lam: Tensor, rank_tol: float | Tensor | None = None) -> Tensor:
@@ -109,23 +130,67 @@ def report_singular(
     warn(msg, SingularMetricWarning)
 
 
+def ritz_singular_samples(
+    smallest: Tensor,
+    largest: Tensor,
+    k: int,
+    fn: SpectralFunction,
+    on_singular: str,
+    reported: Tensor | None = None,
+) -> Tensor:
+    """Samples whose Ritz values show a numerically singular metric, reported.
+
+    ``smallest[B]`` and ``largest[B]`` are each sample's extreme Ritz values (from the
+    Lanczos sketch or the probes' own runs; a Ritz value never lies below ``λ_min``).
+    Only ``log``/``√``-type ``g`` (``fn.needs_positive``) are tested; the cut-off is the
+    exact mode's, ``θ_min ≤ k · eps · θ_max``. Samples in ``reported`` are flagged again
+    but not reported twice.
+    """
+    singular = torch.zeros(smallest.shape[0], dtype=torch.bool, device=smallest.device)
+    if not fn.needs_positive:
+        return singular
+    lam = torch.stack([smallest, largest], -1)
+    tol = k * torch.finfo(smallest.dtype).eps * largest.clamp_min(0)
+    singular = singular_samples(lam, tol) | torch.isnan(smallest)
+    new = singular if reported is None else singular & ~reported
+    report_singular(new, smallest, fn, on_singular)
+    return singular
+
+
 def sketch_singular_samples(
     ritz_values: Tensor, k: int, fn: SpectralFunction, on_singular: str
 ) -> Tensor:
     """Samples whose Lanczos sketch shows a numerically singular metric, reported.
 
-    ``ritz_values[B, s]`` ascending (``+inf`` padding); only ``log``/``√``-type ``g``
-    (``fn.needs_positive``) are tested. The cut-off is the exact mode's,
-    ``k · eps · θ_max``, on the Ritz values.
+    ``ritz_values[B, s]`` ascending (``+inf`` padding); see :func:`ritz_singular_samples`.
     """
-    singular = torch.zeros(ritz_values.shape[0], dtype=torch.bool, device=ritz_values.device)
-    if not fn.needs_positive:
-        return singular
     top = torch.where(torch.isfinite(ritz_values), ritz_values, -torch.inf).amax(-1)
-    lam = torch.stack([ritz_values[:, 0], top], -1)
-    singular = singular_samples(lam, k * torch.finfo(ritz_values.dtype).eps * top.clamp_min(0))
-    report_singular(singular, ritz_values[:, 0], fn, on_singular)
-    return singular
+    return ritz_singular_samples(ritz_values[:, 0], top, k, fn, on_singular)
+
+
+def report_nonfinite(
+    value: Tensor, reported: Tensor, fn: SpectralFunction, on_singular: str, method: str
+) -> Tensor:
+    """Samples whose value is not finite and not already reported singular, reported.
+
+    Such a value means ``g`` was evaluated outside its domain (a ``g`` singular at 0 not
+    marked ``needs_positive``, a spectrum estimate that left ``[0, ∞)``); it follows the
+    singular-metric policy: :class:`SingularMetricWarning` (the caller leaves the samples
+    out of the gradient) or, with ``on_singular="raise"``, ``ValueError``.
+    """
+    bad = ~torch.isfinite(value.detach()) & ~reported
+    if not bool(bad.any()):
+        return bad
+    msg = (
+        f"method={method!r} gave a non-finite {fn.name} for samples "
+        f"{bad.nonzero().flatten().tolist()}: g was evaluated outside its domain (a metric "
+        "numerically singular for a g not marked needs_positive=True?). They are left "
+        "out of the gradient. Pass jitter=... to regularise."
+    )
+    if on_singular == "raise":
+        raise ValueError(msg)
+    warn(msg, SingularMetricWarning)
+    return bad
 
 
 def report_nonconvergence(

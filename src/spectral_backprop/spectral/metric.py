@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator, check_latents, jacobian
+from ..linalg.jacobian import Generator, check_latents, jacobian, work_dtype
 
 __all__ = ["canonical_signs", "check_rank", "latent_metric"]
 
@@ -37,7 +37,12 @@ def canonical_signs(V: Tensor) -> Tensor:
 
 
 def latent_metric(
-    G: Generator, z: Tensor, *, top: int | None = None, chunk_size: int | None = None
+    G: Generator,
+    z: Tensor,
+    *,
+    top: int | None = None,
+    chunk_size: int | None = None,
+    check_coupling: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Eigenvalues and eigenvectors of ``JᵀJ`` per sample, largest first.
 
@@ -46,10 +51,13 @@ def latent_metric(
         z: latents ``[B, k]``.
         top: keep the ``r = top`` largest eigenpairs (default: all ``k``).
         chunk_size: Jacobian columns computed at once (see :func:`jacobian`).
+        check_coupling: refuse a ``G`` that mixes the samples of a batch (see
+            :func:`jacobian`).
 
     Returns:
         ``(eigenvalues[B, r], eigenvectors[B, k, r])``, eigenvalues descending, each
-        eigenvector's largest entry positive (:func:`canonical_signs`).
+        eigenvector's largest entry positive (:func:`canonical_signs`); float32 for
+        float16 / bfloat16 ``z`` (the eigensolver needs more digits than they carry).
 
     :func:`~spectral_backprop.geometry.principal_directions` is the same computation
     without a graph, with ``r`` as its third positional argument.
@@ -67,7 +75,10 @@ def latent_metric(
     """
     check_latents(G, z)
     top = check_rank(top, z.shape[1], "top")
-    J = jacobian(G, z, chunk_size=chunk_size)
+    if not isinstance(check_coupling, bool):
+        raise TypeError(f"check_coupling must be True or False, got {check_coupling!r}")
+    J = jacobian(G, z, chunk_size=chunk_size, check_coupling=check_coupling)
+    J = J.to(work_dtype(J.dtype))
     lam, V = torch.linalg.eigh(J.mT @ J)
     lam, V = lam.flip(-1)[:, :top], V.flip(-1)[:, :, :top]
     return lam, canonical_signs(V)

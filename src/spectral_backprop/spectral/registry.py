@@ -11,7 +11,8 @@ per sample, differentiable by spectral backpropagation,
 
 **The contract** (as torchdiffeq's ``odeint`` has one options dict for all its
 solvers): every method accepts the core options :data:`CORE_OPTIONS`
-(``return_info``, ``jitter``, ``on_singular``) and returns a ``Tensor[B]``, or with
+(``return_info``, ``jitter``, ``on_singular``, ``check_coupling``) and returns a
+``Tensor[B]``, or with
 ``return_info=True`` a :class:`~.estimate.SpectralEstimate` ``(value, std_error,
 info)`` with ``info["method"]`` (``std_error`` is 0 for an exact value). An option a
 method does not use raises ``TypeError`` naming the methods that do use it; ``"auto"``
@@ -74,7 +75,7 @@ def _keyword_options(estimator: Callable, exclude: Iterable[str] = ()) -> frozen
     return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY) - set(exclude)
 
 
-CORE_OPTIONS = frozenset({"return_info", "jitter", "on_singular"})
+CORE_OPTIONS = frozenset({"return_info", "jitter", "on_singular", "check_coupling"})
 EXACT_OPTIONS: frozenset[str] = _keyword_options(exact_spectral_sum)  # type: ignore[assignment]
 STOCHASTIC_OPTIONS: frozenset[str] = _keyword_options(  # type: ignore[assignment]
     stochastic_spectral_sum, exclude=["method"]
@@ -193,7 +194,9 @@ def spectral_sum(
             ``"chebyshev"`` (Chebyshev–Hutchinson), ``"auto"`` (exact for small ``k``), or
             a registered estimator.
         **options: for every method: ``return_info``, ``jitter``, ``on_singular``
-            (``"warn"``/``"raise"``); for ``"exact"`` also ``chunk_size``, ``rank_tol``;
+            (``"warn"``/``"raise"``), ``check_coupling`` (default ``True``: refuse a ``G``
+            that mixes the samples of a batch); for ``"exact"`` also ``chunk_size``,
+            ``rank_tol``;
             for the stochastic methods ``num_probes``, ``num_matvecs``, ``tol``,
             ``probes``, ``generator``, ``deflate``, ``on_nonconvergence``, ``symmetric``
             (see :func:`~spectral_backprop.spectral.stochastic.stochastic_spectral_sum`).

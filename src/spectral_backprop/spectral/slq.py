@@ -13,6 +13,8 @@ For ``h = 1/x`` the vector is exactly the conjugate-gradient iterate (Lanczos–
 equivalence), and its true relative residual ``β_m |e_mᵀ T_m^{-1} e_1|`` is the
 stopping test; for other ``h`` the test is the relative change of ``h(T_m) e_1``
 between steps. The quadrature must also settle: ``|q_m − q_{m−1}| ≤ tol Σ_i S_{1i}²|g(θ_i)|``.
+The extreme Ritz values ``θ_i`` of the runs are returned too: a Ritz value never lies
+below ``λ_min(M)``, so a ``θ_min`` at the numerical-rank cut-off proves a singular metric.
 """
 
 from __future__ import annotations
@@ -120,5 +122,18 @@ def lanczos_forms(
         residual=measure,
         converged=measure <= tol,
         matvecs=decomp.alpha.shape[-1] * X.shape[-1],
-        extra={"breakdown": decomp.breakdown},
+        extra={"breakdown": decomp.breakdown, "ritz_range": _ritz_range(decomp)},
     )
+
+
+def _ritz_range(decomp) -> tuple[Tensor, Tensor]:
+    """Each sample's smallest and largest Ritz value over its columns, ``([B], [B])``.
+
+    Padding nodes repeat ``α_1``, a Rayleigh quotient inside the range; columns of a
+    zero start vector (no steps) are left out.
+    """
+    theta, _ = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps)  # [B, c, m]
+    ran = (decomp.norm > 0)[..., None]
+    low = torch.where(ran, theta, torch.inf).amin((-2, -1))
+    high = torch.where(ran, theta, -torch.inf).amax((-2, -1))
+    return low, high

@@ -47,16 +47,29 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator, check_latents, jacobian_columns, metric_matvec
+from ..linalg.jacobian import (
+    Generator,
+    check_latents,
+    jacobian_columns,
+    metric_matvec,
+    work_dtype,
+)
 from ..linalg.probes import PROBE_KINDS, sample_probes
 from ..stats import standard_error
-from .chebyshev_hutchinson import chebyshev_forms
+from .chebyshev_hutchinson import MAX_USER_DEGREE, chebyshev_forms
 from .deflation import sketch_spectrum
-from .diagnostics import check_singular_options, report_nonconvergence, sketch_singular_samples
+from .diagnostics import (
+    check_singular_options,
+    report_nonconvergence,
+    report_nonfinite,
+    ritz_singular_samples,
+    sketch_singular_samples,
+)
 from .estimate import SpectralEstimate
 from .functions import SpectralFunction
 from .quadratic import QuadraticForms, is_reciprocal
 from .slq import lanczos_forms
+from .surrogate import first_order_only
 
 __all__ = [
     "DEFAULT_NUM_MATVECS",
@@ -81,17 +94,23 @@ SKETCH_STEPS_PER_VECTOR = 4
 Matvec = Callable[[Tensor], Tensor]
 
 
-def _validate_options(k, num_probes, num_matvecs, tol, probes, generator, deflate,
-                      on_nonconvergence, on_singular, jitter) -> None:
+def _validate_options(k, method, num_probes, num_matvecs, tol, probes, generator, deflate,
+                      on_nonconvergence, symmetric) -> None:
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
     if num_matvecs is not None and (
         isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 1
     ):
         raise ValueError(f"num_matvecs must be a positive integer or None, got {num_matvecs!r}")
-    if not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if probes not in PROBE_KINDS:
+    if method == "chebyshev" and num_matvecs is not None and num_matvecs > MAX_USER_DEGREE:
+        raise ValueError(
+            f"num_matvecs={num_matvecs} exceeds the largest Chebyshev degree, "
+            f"{MAX_USER_DEGREE}: a spectrum that needs more is too ill-conditioned for a "
+            "polynomial; use method='lanczos' (or jitter=...)"
+        )
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
+        raise ValueError(f"tol must be a number >= 0 (and finite), got {tol!r}")
+    if not isinstance(probes, str) or probes not in PROBE_KINDS:
         raise ValueError(f"probes must be one of {', '.join(PROBE_KINDS)}; got {probes!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -100,9 +119,10 @@ def _validate_options(k, num_probes, num_matvecs, tol, probes, generator, deflat
         raise ValueError(f"deflate must be an integer >= 0 or None, got {deflate!r}")
     if deflate is not None and deflate >= k:
         raise ValueError(f"deflate={deflate} must be smaller than k={k}")
-    if on_nonconvergence not in ("warn", "raise"):
+    if not isinstance(on_nonconvergence, str) or on_nonconvergence not in ("warn", "raise"):
         raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
-    check_singular_options(on_singular, jitter)
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
 
 
 @dataclass
@@ -132,14 +152,18 @@ class _Prepared:
 
 def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_probes: int,
              probes: str, generator: torch.Generator | None, deflate: int, jitter: float,
-             on_singular: str) -> _Prepared:
-    """Products with ``M``, the spectrum sketch (Chebyshev or deflation) and the probes."""
+             on_singular: str, check_coupling: bool) -> _Prepared:
+    """Products with ``M``, the spectrum sketch (Chebyshev or deflation) and the probes.
+
+    ``G`` and ``z`` pass the front door (:func:`~..linalg.jacobian.check_generator`)
+    inside :func:`metric_matvec`; the algebra runs in ``work_dtype(z.dtype)``.
+    """
     B, k = z.shape
-    dtype, device = z.dtype, z.device
-    base = metric_matvec(G, z)
+    dtype, device = work_dtype(z.dtype), z.device
+    base = metric_matvec(G, z, check_coupling=check_coupling)
     matvec = base if not jitter else (lambda V: base(V) + jitter * V)
     info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
-    V, ritz, bounds = z.new_zeros(B, k, 0), z.new_zeros(B, 0), None
+    V, ritz, bounds = z.new_zeros(B, k, 0, dtype=dtype), z.new_zeros(B, 0, dtype=dtype), None
     singular = torch.zeros(B, dtype=torch.bool, device=device)
     if method == "chebyshev" or deflate > 0:
         steps = min(k, max(SKETCH_STEPS, SKETCH_STEPS_PER_VECTOR * deflate))
@@ -159,8 +183,13 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
     weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
                          torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
     if singular.any():
+        # Keep the solvers off the null space: M + I for those samples (reported, excluded).
         shift = torch.where(singular, torch.ones_like(singular, dtype=dtype), 0)[:, None, None]
         solve_mv = lambda W: matvec(W) + shift * W  # noqa: E731
+        if bounds is not None:  # the spectrum of M + I lies in [1, b + 1]
+            a, b = bounds
+            bounds = (torch.where(singular, torch.full_like(a, 0.95), a),
+                      torch.where(singular, b + 1, b))
     else:
         solve_mv = matvec
     return _Prepared(solve_mv, torch.cat([V, eps], dim=-1), weights, r, singular, bounds, info)
@@ -169,34 +198,46 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
 def _sqrt_derivative(fn: SpectralFunction):
     def h(x: Tensor) -> Tensor:
         d = fn.dg(x)
-        if bool((d < 0).any()):
+        negative = (d < 0) & (x > 0)
+        if bool(negative.any()):
             raise ValueError(
                 f"symmetric=True needs g' >= 0 on the spectrum, but {fn.name}' is negative at "
-                f"{x[d < 0].min().item():.3g}: pass symmetric=False (for log det or sqrt this "
-                "means a numerically singular metric: pass jitter=... instead)"
+                f"{x[negative].min().item():.3g}: pass symmetric=False"
             )
-        return d.sqrt()
+        # At x <= 0 (a numerically singular metric, reported after the kernel) the value
+        # is irrelevant: the sample is left out of the gradient.
+        return d.clamp_min(0).sqrt()
 
     return h
 
 
 def _kernel(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int | None,
-            tol: float, symmetric: bool, on_nonconvergence: str) -> QuadraticForms:
-    """``x_jᵀ g(M) x_j`` and the gradient vectors (none without autograd), reported."""
+            tol: float, symmetric: bool, on_nonconvergence: str, on_singular: str
+            ) -> QuadraticForms:
+    """``x_jᵀ g(M) x_j`` and the gradient vectors (none without autograd), reported.
+
+    The probes' own Lanczos runs also test the metric for singularity (their Ritz values
+    bound ``λ_min`` from above), so ``"lanczos"`` detects it with or without a sketch.
+    """
     if not torch.is_grad_enabled():
         vector_fn, solve = None, False
     elif symmetric:
         vector_fn, solve = _sqrt_derivative(fn), False
     else:
         vector_fn, solve = fn.dg, is_reciprocal(fn)
+    k = prep.X.shape[1]
     if method == "lanczos":
         budget = DEFAULT_NUM_MATVECS if num_matvecs is None else num_matvecs
         forms = lanczos_forms(prep.matvec, prep.X, fn, num_matvecs=budget, tol=tol,
                               vector_fn=vector_fn, solve=solve)
+        low, high = forms.extra["ritz_range"]
+        prep.singular = ritz_singular_samples(low, high, k, fn, on_singular,
+                                              reported=prep.singular) | prep.singular
+        prep.info["singular"] = prep.singular
     else:
         assert prep.bounds is not None
         budget = num_matvecs
-        cg_iters = prep.X.shape[1] if num_matvecs is None else num_matvecs
+        cg_iters = k if num_matvecs is None else num_matvecs
         forms = chebyshev_forms(prep.matvec, prep.X, fn, bounds=prep.bounds,
                                 num_matvecs=num_matvecs, tol=tol, vector_fn=vector_fn,
                                 solve=solve, cg_iters=cg_iters)
@@ -213,27 +254,39 @@ def _kernel(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
 def _surrogate(G: Generator, z: Tensor, U: Tensor, X: Tensor | None, weights: Tensor) -> Tensor:
     """``Σ_j ω_j (J u_j)·(J x_j)`` per sample (``x_j = u_j`` when ``X`` is ``None``).
 
-    The graph runs through the JVPs only: ``u`` and ``x`` are constants.
+    The graph runs through the JVPs only: ``u`` and ``x`` are constants. The products
+    run in ``z``'s dtype, the sums in the weights' (float32 for half precision).
     """
     tangents = U if X is None else torch.cat([U, X], dim=-1)
-    _, JT = jacobian_columns(G, z, tangents.permute(2, 0, 1))  # [B, n, c or 2c]
+    _, JT = jacobian_columns(G, z, tangents.permute(2, 0, 1).to(z.dtype))  # [B, n, c or 2c]
+    JT = JT.to(weights.dtype)
     c = U.shape[-1]
     other = JT if X is None else JT[..., c:]
     return ((JT[..., :c] * other).sum(1) * weights).sum(-1)
 
 
 def _estimate(G: Generator, z: Tensor, fn: SpectralFunction, prep: _Prepared,
-              forms: QuadraticForms, symmetric: bool) -> tuple[Tensor, Tensor]:
-    """The value ``Σ_j ω_j q_j`` with the surrogate's gradient, and its standard error."""
+              forms: QuadraticForms, symmetric: bool, on_singular: str, method: str
+              ) -> tuple[Tensor, Tensor]:
+    """The value ``Σ_j ω_j q_j`` with the surrogate's gradient, and its standard error.
+
+    Singular samples get ``g(0)`` and no gradient; a value that is still not finite is
+    reported by the same policy (:func:`~.diagnostics.report_nonfinite`) and excluded.
+    """
     value = (forms.values * prep.weights).sum(-1)
     std_error = standard_error(forms.values[:, prep.num_deflated:])
     singular = prep.singular
-    if singular.any():
-        value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
+    value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
+    singular = singular | report_nonfinite(value, singular, fn, on_singular, method)
+    prep.info["singular"] = singular
+    std_error = torch.where(singular, torch.full_like(std_error, float("nan")), std_error)
     if forms.vectors is not None:
-        w = prep.weights * (~singular).to(value.dtype)[:, None]
-        s = _surrogate(G, z, forms.vectors, None if symmetric else prep.X, w)
+        keep = ~singular
+        w = prep.weights * keep.to(value.dtype)[:, None]
+        U = torch.where(keep[:, None, None], forms.vectors, torch.zeros_like(forms.vectors))
+        s = _surrogate(G, z, U, None if symmetric else prep.X, w)
         if s.requires_grad:
+            s = first_order_only(s)
             value = value + (s - s.detach())
     return value, std_error
 
@@ -254,6 +307,7 @@ def stochastic_spectral_sum(
     on_nonconvergence: str = "warn",
     on_singular: str = "warn",
     symmetric: bool = True,
+    check_coupling: bool = True,
     return_info: bool = False,
 ) -> Tensor | SpectralEstimate:
     """Stochastic ``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, with its gradient.
@@ -284,25 +338,31 @@ def stochastic_spectral_sum(
         on_nonconvergence: ``"warn"`` (:class:`~.diagnostics.NonConvergenceWarning`) or
             ``"raise"`` (:class:`~.diagnostics.NonConvergenceError`) when the budget is
             not enough.
-        on_singular: ``"warn"`` or ``"raise"`` when the sketch finds a numerically singular
-            metric for ``log``/``sqrt``-type ``g`` (only detected when a sketch runs:
-            ``method="chebyshev"`` or ``deflate > 0``).
+        on_singular: ``"warn"`` or ``"raise"`` when a numerically singular metric is found
+            for ``log``/``sqrt``-type ``g`` (from the Ritz values of the probes' Lanczos
+            runs and of the sketch; ``"chebyshev"`` has only the sketch's), or a value is
+            not finite: ``"warn"`` returns ``g(0)`` (``-inf`` for log det) for those
+            samples and leaves them out of the gradient.
         symmetric: gradient from ``w = g'(M)^{1/2}ε`` (lower variance, needs ``g' ≥ 0``);
             ``False``: from ``u = g'(M)ε`` and ``ε``.
+        check_coupling: test that ``G`` treats samples independently (raise otherwise;
+            ``⌈log₄ B⌉ + 1`` forward-mode products, see :mod:`~..linalg.jacobian`).
         return_info: return a :class:`SpectralEstimate` instead of the value.
 
     Returns:
-        ``Tensor[B]`` (or a :class:`SpectralEstimate`).
+        ``Tensor[B]`` (or a :class:`SpectralEstimate`); float32 for float16 / bfloat16 ``z``.
     """
     if method not in ("lanczos", "chebyshev"):
         raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
     check_latents(G, z)
-    _validate_options(z.shape[1], num_probes, num_matvecs, tol, probes, generator, deflate,
-                      on_nonconvergence, on_singular, jitter)
+    check_singular_options(on_singular, jitter, None, check_coupling)
+    _validate_options(z.shape[1], method, num_probes, num_matvecs, tol, probes, generator,
+                      deflate, on_nonconvergence, symmetric)
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
+                    on_singular, check_coupling)
+    forms = _kernel(prep, fn, method, num_matvecs, tol, symmetric, on_nonconvergence,
                     on_singular)
-    forms = _kernel(prep, fn, method, num_matvecs, tol, symmetric, on_nonconvergence)
-    value, std_error = _estimate(G, z, fn, prep, forms, symmetric)
+    value, std_error = _estimate(G, z, fn, prep, forms, symmetric, on_singular, method)
     return SpectralEstimate(value, std_error, prep.info) if return_info else value
 
 
