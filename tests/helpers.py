@@ -299,3 +299,22 @@ def check_estimator_convergence(
             f"error {errors[p_max]:.3g} at {p_max} probes exceeds the budget {budget:.3g}"
         )
     return errors
+
+
+def torchrun(command: list[str], nproc: int) -> None:
+    """Run ``spectral-backprop *command`` under ``torchrun`` with ``nproc`` gloo processes
+    (one thread each) and fail the test with the tail of its stderr if it fails."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import spectral_backprop
+
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(spectral_backprop.__file__).parents[1]))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"]
+    proc = subprocess.run([*launcher, "-m", "spectral_backprop", *command], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

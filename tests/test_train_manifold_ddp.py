@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import spectral_backprop
+from helpers import torchrun
 from spectral_backprop.cli import build_parser
 from spectral_backprop.train import read_metrics
 
@@ -21,14 +18,7 @@ ARGS = ["--data", "sphere", "--data-option", "num_samples=400", "--data-option",
 
 
 def _torchrun(nproc: int, out: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=str(Path(spectral_backprop.__file__).parents[1]))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"]
-    proc = subprocess.run([*launcher, "-m", "spectral_backprop", "fit-manifold", *ARGS,
-                           "--out", str(out)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(["fit-manifold", *ARGS, "--out", str(out)], nproc)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from spectral_backprop.studies.demo import DemoConfig
 
     p = subparsers.add_parser(
-        "demo", help=HELP, description=HELP + ". About 5 minutes on 2 CPU cores; "
+        "demo", help=HELP, description=HELP + ". About 2 minutes on 2 CPU cores; "
         "--quick takes under 2 minutes (a smoke test: the pictures are noise).")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
