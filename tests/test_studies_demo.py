@@ -68,6 +68,10 @@ def test_config_validation_and_summary_text():
         DemoConfig(steps=0)
     with pytest.raises(ValueError, match="entropy_weight"):
         DemoConfig(entropy_weight=0.0)
+    with pytest.raises(ValueError, match="jobs must be positive"):
+        DemoConfig(jobs=True)
+    with pytest.raises(ValueError, match="n_search must not exceed n_typical"):
+        DemoConfig(analysis={"n_search": 999})
     assert DemoConfig.quick(steps=5).steps == 5 and DemoConfig.quick().jobs == 1
     results = {"variants": {"gan": {"label": "GAN"}, "entropy": {"label": "GAN + entropy"}},
                "summary": [{"key": "loglik_typical", "metric": "log-likelihood", "unit": "nats",

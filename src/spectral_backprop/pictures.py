@@ -53,22 +53,19 @@ def as_array(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def save_figure(fig, path: str | Path, *, tight: bool = True) -> Path:
-    """Write ``fig`` as a PNG and close it."""
+def save_figure(fig, path: str | Path | io.BytesIO, *, tight: bool = True,
+                dpi: int = DPI) -> Path | io.BytesIO:
+    """Write ``fig`` as a PNG (to a file, or to a buffer) and close it."""
     plt = pyplot()
-    path = Path(path)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
+    target = path if isinstance(path, io.BytesIO) else Path(path)
+    fig.savefig(target, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
-    return path
+    return target
 
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
     """``fig`` as PNG bytes (closed afterwards), ready to embed in a page."""
-    plt = pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return save_figure(fig, io.BytesIO(), dpi=dpi).getvalue()
 
 
 def image_grid(images: Any, pad: int = 1) -> np.ndarray:

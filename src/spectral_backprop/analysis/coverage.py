@@ -21,10 +21,14 @@ __all__ = ["COVERED_SHARE", "class_coverage", "class_shares"]
 COVERED_SHARE = 0.02  # a class counts as covered with at least this share of samples
 
 
+def _counts_and_shares(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    return counts, counts / counts.sum()
+
+
 def class_shares(labels: Tensor, num_classes: int) -> list[float]:
     """Share of each class among ``labels`` (e.g. of the real data, for reference)."""
-    counts = torch.bincount(labels.long(), minlength=num_classes).double()
-    return (counts / counts.sum()).tolist()
+    return _counts_and_shares(labels, num_classes)[1].tolist()
 
 
 def class_coverage(G: nn.Module, classifier: nn.Module, latent_dim: int, *,
@@ -37,8 +41,7 @@ def class_coverage(G: nn.Module, classifier: nn.Module, latent_dim: int, *,
     """
     x = seeded_samples(G, latent_dim, num_samples, seed)
     pred = classifier_scores(classifier, x)["prediction"]
-    counts = torch.bincount(pred, minlength=num_classes).double()
-    p = counts / counts.sum()
+    counts, p = _counts_and_shares(pred, num_classes)
     return {
         "class_counts": counts.long().tolist(),
         "class_entropy": -(p[p > 0] * p[p > 0].log()).sum().item(),

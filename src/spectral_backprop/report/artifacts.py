@@ -22,14 +22,13 @@ arrays are kept. Values are shown as text and escaped by :mod:`.html`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..runfiles import ARRAYS, METRICS, RESULTS, read_metrics
+from ..runfiles import ARRAYS, METRICS, RESULTS, RunFileError, read_json, read_metrics
 
 __all__ = ["Artifacts", "ReportError", "Variant", "inside", "load_artifacts"]
 
@@ -96,13 +95,13 @@ def inside(root: Path, path: str | Path) -> Path | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ReportError(f"missing {path}: is this the output folder of "
-                          "'spectral-backprop demo' or 'analyze'?")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReportError(f"{path} is not valid JSON ({err})") from err
+        data = read_json(path)
+    except FileNotFoundError:
+        raise ReportError(f"missing {path}: is this the output folder of "
+                          "'spectral-backprop demo' or 'analyze'?") from None
+    except RunFileError as err:
+        raise ReportError(f"{path} is not valid JSON ({err.__cause__ or err})") from err
     if not isinstance(data, dict):
         raise ReportError(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data

@@ -114,10 +114,13 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "latent_dim", "width", "batch_size", "entropy_batch", "jobs",
                      "threads", "coverage_samples"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
         if self.entropy_weight <= 0:
             raise ValueError(f"entropy_weight must be positive, got {self.entropy_weight}")
+        # The analysis settings are checked now, not after both GANs have trained.
+        AnalysisConfig(**self.analysis)
 
     def gan_config(self, beta: float, progress: bool) -> GANConfig:
         """The training run of the variant with entropy weight ``beta``."""
@@ -223,9 +226,8 @@ def _results(cfg: DemoConfig, out: Path, timings: dict, coverage: dict, t_start:
             **coverage[name], **timings[name], "analysis": _float_keys(analysis),
         }
         metrics[name] = flat_metrics(analysis, entries[name])
-    primary = read_json(out / PRIMARY / "analysis" / RESULTS)
     return {
-        **_float_keys(primary),
+        **entries[PRIMARY]["analysis"],
         "primary_variant": PRIMARY,
         "variants": entries,
         "summary": summary_rows(metrics),

@@ -10,7 +10,6 @@ the ``metrics.jsonl`` the worker's training writes.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -19,20 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from ..progress import progress
+from ..runfiles import read_metrics
 
 __all__ = ["last_step", "run_in_workers"]
 
 
 def last_step(metrics: Path) -> int:
-    """The step of the last record of a ``metrics.jsonl`` (0 when there is none yet)."""
+    """The step of the last complete record of a ``metrics.jsonl`` (0 when there is none
+    yet); a line being written is skipped (:func:`~spectral_backprop.runfiles.read_metrics`)."""
     try:
-        lines = metrics.read_text().splitlines()
-    except OSError:
+        records = read_metrics(metrics)
+    except (OSError, ValueError):
         return 0
-    try:
-        return json.loads(lines[-1])["step"] if lines and lines[-1].strip() else 0
-    except (json.JSONDecodeError, KeyError):  # a line being written
-        return 0
+    return int(records[-1].get("step", 0)) if records else 0
 
 
 def _state(fut: Future, step: int, total: int) -> str:
