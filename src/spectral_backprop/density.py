@@ -18,7 +18,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from .linalg.jacobian import Generator, check_latents
+from .linalg.jacobian import Generator
 from .spectral import SpectralEstimate, logdet_jtj
 from .stats import standard_error
 
@@ -101,17 +101,12 @@ def implicit_log_prob(
         >>> implicit_log_prob(lambda z: 2 * z, z)  # N(0, 4 I) at 0: -log(2π) - log 4
         tensor([-3.2242])
     """
-    check_latents(G, z)  # before the prior reads z's shape
+    logdet = logdet_jtj(G, z, method=method, **options)  # checks z before the prior reads it
     log_prior = prior_log_prob(prior, z)
-    logdet = logdet_jtj(G, z, method=method, **options)
     if isinstance(logdet, SpectralEstimate):
         return SpectralEstimate(log_prior - 0.5 * logdet.value, 0.5 * logdet.std_error,
                                 logdet.info)
     return log_prior - 0.5 * logdet
-
-
-# The former name of entropy's result, now the library's one estimate type.
-EntropyEstimate = SpectralEstimate
 
 
 def entropy(
@@ -151,7 +146,6 @@ def entropy(
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, numbers.Real)
                             or math.isnan(cap)):
         raise ValueError(f"cap must be a number or None, got {cap!r}")
-    check_latents(G, z)
     prior = StandardNormal() if prior is None else prior
     half_logdet = 0.5 * logdet_jtj(G, z, method=method, **options)
     if cap is not None:

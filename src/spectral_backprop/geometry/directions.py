@@ -54,9 +54,9 @@ def principal_directions(
         >>> lam, V[0, :, 0]
         (tensor([[9.]]), tensor([0., 1.]))
     """
-    check_latents(G, z)  # before z.shape[1]: a clear error for a 1-D z
-    return latent_metric(G, z, top=check_rank(r, z.shape[1]), chunk_size=chunk_size,
-                         check_coupling=check_coupling)
+    # A z that is not [B, k] is left to latent_metric's check_latents (a clear error).
+    top = check_rank(r, z.shape[1]) if isinstance(z, Tensor) and z.dim() == 2 else r
+    return latent_metric(G, z, top=top, chunk_size=chunk_size, check_coupling=check_coupling)
 
 
 @torch.no_grad()
@@ -93,8 +93,9 @@ def global_metric(
         z = torch.randn(n_samples, k, generator=generator, dtype=dtype)
     check_latents(G, z)
     total = torch.zeros(z.shape[1], z.shape[1], dtype=work_dtype(z.dtype), device=z.device)
-    for zb in z.split(batch_size):
-        J = jacobian(G, zb, chunk_size=chunk_size).to(total.dtype)
+    for i, zb in enumerate(z.split(batch_size)):
+        # The coupling check on the first batch; the other batches' own checks still run.
+        J = jacobian(G, zb, chunk_size=chunk_size, check_coupling=(i == 0)).to(total.dtype)
         total += torch.einsum("bni,bnj->ij", J, J)
     return total / z.shape[0]
 

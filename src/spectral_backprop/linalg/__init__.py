@@ -11,6 +11,7 @@ from .chebyshev import (
     chebyshev_degree,
     chebyshev_error,
     chebyshev_recurrence,
+    degree_from_error,
 )
 from .dense import dense_jacobian, dense_metric, dense_spectral_sum
 from .jacobian import (
@@ -49,6 +50,7 @@ __all__ = [
     "dense_jacobian",
     "dense_metric",
     "dense_spectral_sum",
+    "degree_from_error",
     "flat_output",
     "jacobian",
     "jacobian_columns",

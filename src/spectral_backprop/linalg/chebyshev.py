@@ -36,6 +36,7 @@ __all__ = [
     "chebyshev_degree",
     "chebyshev_error",
     "chebyshev_recurrence",
+    "degree_from_error",
 ]
 
 
@@ -100,8 +101,17 @@ def chebyshev_degree(
         >>> chebyshev_degree([torch.log, torch.reciprocal], a, b, 1e-6, 100)
         12
     """
-    ok = chebyshev_error(f, a, b, max_degree) <= tol
-    none = torch.full_like(ok[:, 0], max_degree + 1, dtype=torch.long)
+    return degree_from_error(chebyshev_error(f, a, b, max_degree), tol)
+
+
+def degree_from_error(errors: Tensor, tol: float) -> int:
+    """Smallest degree whose bound in ``errors[B, max_degree + 1]`` is ``≤ tol`` for all.
+
+    ``errors`` is a table from :func:`chebyshev_error`; returns ``max_degree + 1`` when no
+    degree in it is enough. Lets a caller that also needs the table build it once.
+    """
+    ok = errors <= tol
+    none = torch.full_like(ok[:, 0], errors.shape[-1], dtype=torch.long)
     return int(torch.where(ok.any(-1), ok.long().argmax(-1), none).max())
 
 

@@ -292,6 +292,7 @@ def check_generator(G: Generator, z: Tensor, *, check_coupling: bool = True) -> 
     Raises:
         TypeError, ValueError: with the samples and the fix named.
     """
+    _check_flag(check_coupling)
     check_latents(G, z)
     lanes, scales = _coupling_lanes(z)
     if not check_coupling:
@@ -302,6 +303,11 @@ def check_generator(G: Generator, z: Tensor, *, check_coupling: bool = True) -> 
     _check_finite_jacobian(cols, G)
     _check_coupling(cols, scales)
     return x
+
+
+def _check_flag(check_coupling: object) -> None:
+    if not isinstance(check_coupling, bool):
+        raise TypeError(f"check_coupling must be True or False, got {check_coupling!r}")
 
 
 def _chunks(k: int, chunk_size: int | None) -> list[slice]:
@@ -319,6 +325,7 @@ def jacobian_chunks(
     chunk_size: int | None = None,
     column_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     check_coupling: bool = True,
+    check_memory: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[slice, Tensor, Tensor]]:
     """Yield ``(columns, x, J[:, :, columns])`` chunk by chunk, after the front door.
 
@@ -327,10 +334,16 @@ def jacobian_chunks(
     the same checks of ``z``, the output and forward-mode support, at no extra cost.
     Every chunk is checked to be finite. ``column_fn(tangents) -> (x, JT)`` replaces
     :func:`jacobian_columns` (spectral backpropagation passes a checkpointed version).
-    ``x[B, n]`` is the flattened output, with its graph.
+    ``check_memory(n)`` (a :func:`~.memory.check_allocation` of the caller's) runs as
+    soon as the output size ``n`` is known: before the first chunk with
+    ``check_coupling``, after it without. ``x[B, n]`` is the flattened output, with its
+    graph.
     """
+    _check_flag(check_coupling)
     if check_coupling:
-        check_generator(G, z)
+        n = check_generator(G, z).shape[1]
+        if check_memory is not None:
+            check_memory(n)
     else:
         check_latents(G, z)
     k = z.shape[1]
@@ -342,27 +355,15 @@ def jacobian_chunks(
             return jacobian_columns(G, z, t)
 
     x, cols = _call(lambda: column_fn(eye[slices[0]]), z)
-    check_output(x.detach(), k, G)
+    if not check_coupling:  # check_generator has checked the output otherwise
+        check_output(x.detach(), k, G)
+        if check_memory is not None:
+            check_memory(x.shape[1])
     for i, s in enumerate(slices):
         if i:
             cols = column_fn(eye[s])[1]
         _check_finite_jacobian(cols.detach(), G)
         yield s, x, cols
-
-
-def jacobian_and_output(
-    G: Generator,
-    z: Tensor,
-    *,
-    chunk_size: int | None = None,
-    column_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
-    check_coupling: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """:func:`jacobian` that also returns the flattened output ``x[B, n]``."""
-    chunks = list(jacobian_chunks(G, z, chunk_size=chunk_size, column_fn=column_fn,
-                                  check_coupling=check_coupling))
-    x, cols = chunks[0][1], [c for _, _, c in chunks]
-    return x, cols[0] if len(cols) == 1 else torch.cat(cols, dim=2)
 
 
 def jacobian(
@@ -394,7 +395,9 @@ def jacobian(
         >>> jacobian(G, torch.zeros(4, 2)).shape
         torch.Size([4, 3, 2])
     """
-    return jacobian_and_output(G, z, chunk_size=chunk_size, check_coupling=check_coupling)[1]
+    cols = [c for _, _, c in jacobian_chunks(G, z, chunk_size=chunk_size,
+                                             check_coupling=check_coupling)]
+    return cols[0] if len(cols) == 1 else torch.cat(cols, dim=2)
 
 
 def metric_matvec(

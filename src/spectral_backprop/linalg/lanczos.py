@@ -198,13 +198,22 @@ def lanczos_quadrature(
     return (theta, weights, S) if eigenvectors else (theta, weights)
 
 
-def lanczos_function(decomp: LanczosDecomposition, f: Callable[[Tensor], Tensor]) -> Tensor:
+def lanczos_function(
+    decomp: LanczosDecomposition,
+    f: Callable[[Tensor], Tensor],
+    eig: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """``f(M) x ≈ ‖x‖ Q_m f(T_m) e_1`` for every start column, ``[B, k, c]``.
 
     The Lanczos approximation of a matrix function times a vector (Higham, *Functions of
-    Matrices*, 2008, ch. 13); for ``f = 1/x`` it is the CG iterate.
+    Matrices*, 2008, ch. 13); for ``f = 1/x`` it is the CG iterate. ``eig = (θ, S)`` of
+    ``T_m`` from :func:`lanczos_quadrature`, when the caller has it already.
     """
-    theta, _, S = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps, eigenvectors=True)
+    if eig is None:
+        theta, _, S = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps,
+                                         eigenvectors=True)
+    else:
+        theta, S = eig
     coeff = (S * f(theta)[..., None, :]) @ S[..., 0, :, None]  # f(T) e_1, [B, c, m, 1]
     return (decomp.basis.mT @ coeff)[..., 0].mT * decomp.norm[:, None, :]
 

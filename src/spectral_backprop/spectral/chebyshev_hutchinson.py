@@ -28,9 +28,9 @@ from torch import Tensor
 from ..linalg.cg import conjugate_gradient
 from ..linalg.chebyshev import (
     chebyshev_coefficients,
-    chebyshev_degree,
     chebyshev_error,
     chebyshev_recurrence,
+    degree_from_error,
 )
 from .functions import SpectralFunction
 from .quadratic import QuadraticForms
@@ -74,11 +74,11 @@ def chebyshev_forms(
     """
     a, b = bounds
     series = [fn.g] + ([vector_fn] if vector_fn is not None and not solve else [])
-    if num_matvecs is None:  # chebyshev_degree says MAX_DEGREE + 1 when that is not enough
-        cap, degree = MAX_DEGREE, min(chebyshev_degree(series, a, b, tol, MAX_DEGREE), MAX_DEGREE)
-    else:
-        cap = degree = num_matvecs
-    truncation = chebyshev_error(series, a, b, cap)[:, degree]  # [B], worst of the series
+    cap = MAX_DEGREE if num_matvecs is None else num_matvecs
+    errors = chebyshev_error(series, a, b, cap)  # [B, cap + 1], worst of the series
+    # degree_from_error says MAX_DEGREE + 1 when that is not enough
+    degree = num_matvecs if num_matvecs is not None else min(degree_from_error(errors, tol), cap)
+    truncation = errors[:, degree]  # [B]
     coeffs = [chebyshev_coefficients(f, a, b, degree) for f in series]
     forms, vecs, growth = chebyshev_recurrence(matvec, X, a, b, coeffs[:1], coeffs[1:])
     residual = truncation[:, None].expand_as(growth).clone()

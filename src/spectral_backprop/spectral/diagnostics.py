@@ -45,6 +45,7 @@ __all__ = [
     "NonConvergenceWarning",
     "SingularMetricWarning",
     "check_singular_options",
+    "rank_cutoff",
     "report_nonconvergence",
     "report_nonfinite",
     "ritz_singular_samples",
@@ -87,27 +88,29 @@ def _check_number(name: str, value: object, *, allow_none: bool = False) -> None
 
 
 def check_singular_options(
-    on_singular: str, jitter: float, rank_tol: float | None = None, check_coupling: bool = True
+    on_singular: str, jitter: float, rank_tol: float | None = None
 ) -> None:
-    """Validate the options shared by every method (``on_singular``, ``jitter``,
-    ``check_coupling``) and the exact mode's ``rank_tol``."""
+    """Validate the options shared by every method (``on_singular``, ``jitter``) and the
+    exact mode's ``rank_tol`` (``check_coupling`` is validated where it is used, by
+    :func:`~..linalg.jacobian.check_generator`)."""
     if not isinstance(on_singular, str) or on_singular not in ("warn", "raise"):
         raise ValueError(f"on_singular must be 'warn' or 'raise', got {on_singular!r}")
     _check_number("jitter", jitter)
     _check_number("rank_tol", rank_tol, allow_none=True)
-    if not isinstance(check_coupling, bool):
-        raise TypeError(f"check_coupling must be True or False, got {check_coupling!r}")
+
+
+def rank_cutoff(lam_max: Tensor, k: int) -> Tensor:
+    """The numerical-rank cut-off ``k · eps · λ_max`` (``λ_max`` clamped at 0), ``[B]``."""
+    return k * torch.finfo(lam_max.dtype).eps * lam_max.clamp_min(0)
 
 
 def singular_samples(lam: Tensor, rank_tol: float | Tensor | None = None) -> Tensor:
     """Boolean mask of samples whose smallest eigenvalue is numerically zero.
 
-    ``lam[B, k]`` ascending. The default threshold ``k · eps · λ_max`` is the usual
-    numerical-rank cut-off (see the module docstring).
+    ``lam[B, k]`` ascending. The default threshold :func:`rank_cutoff`, ``k · eps · λ_max``,
+    is the usual numerical-rank cut-off (see the module docstring).
     """
-    k = lam.shape[-1]
-    lam_max = lam[..., -1].clamp_min(0)
-    tol = rank_tol if rank_tol is not None else k * torch.finfo(lam.dtype).eps * lam_max
+    tol = rank_tol if rank_tol is not None else rank_cutoff(lam[..., -1], lam.shape[-1])
     return lam[..., 0] <= tol
 
 
@@ -150,7 +153,7 @@ def ritz_singular_samples(
     if not fn.needs_positive:
         return singular
     lam = torch.stack([smallest, largest], -1)
-    tol = k * torch.finfo(smallest.dtype).eps * largest.clamp_min(0)
+    tol = rank_cutoff(largest, k)
     singular = singular_samples(lam, tol) | torch.isnan(smallest)
     new = singular if reported is None else singular & ~reported
     report_singular(new, smallest, fn, on_singular)

@@ -59,6 +59,7 @@ from ..linalg.memory import check_allocation
 from .diagnostics import (
     SingularMetricWarning,
     check_singular_options,
+    rank_cutoff,
     report_nonfinite,
     report_singular,
     singular_samples,
@@ -227,11 +228,10 @@ def _eigh_value_and_weights(
     lam, V = torch.linalg.eigh(M)
     singular = torch.zeros(lam.shape[0], dtype=torch.bool, device=lam.device)
     if fn.needs_positive:
-        k = lam.shape[-1]
-        tol = rank_tol if rank_tol is not None else (
-            k * torch.finfo(lam.dtype).eps * lam[:, -1:].clamp_min(0))
-        singular = singular_samples(lam, rank_tol)
+        tol = rank_tol if rank_tol is not None else rank_cutoff(lam[:, -1], lam.shape[-1])
+        singular = singular_samples(lam, tol)
         report_singular(singular, lam[:, 0], fn, on_singular)
+        tol = tol[:, None] if isinstance(tol, Tensor) else tol
         lam = torch.where(singular[:, None] & (lam <= tol), torch.zeros_like(lam), lam)
     value = fn.g(lam).sum(-1)
     # Singular samples are left out of the gradient: g' is infinite there.
@@ -242,18 +242,17 @@ def _eigh_value_and_weights(
 def _jacobian(G: Generator, z: Tensor, chunk_size: int | None, check_coupling: bool
               ) -> list[Tensor]:
     """``J``'s column chunks (with their graph), after the front door and a memory check."""
-    chunks = []
-    for _, x, cols in jacobian_chunks(G, z, chunk_size=chunk_size,
-                                      column_fn=_columns_fn(G, z, chunk_size),
-                                      check_coupling=check_coupling):
-        if not chunks:
-            B, n, k = x.shape[0], x.shape[1], z.shape[1]
-            check_allocation(B * n * k, work_dtype(z.dtype), z.device, copies=2,
-                             what=f"the exact mode's Jacobian [B={B}, n={n}, k={k}]",
-                             fix="Use a smaller batch, or a stochastic method "
-                                 "(method='lanczos'), which never forms J.")
-        chunks.append(cols)
-    return chunks
+
+    def check_memory(n: int) -> None:
+        B, k = z.shape
+        check_allocation(B * n * k, work_dtype(z.dtype), z.device, copies=2,
+                         what=f"the exact mode's Jacobian [B={B}, n={n}, k={k}]",
+                         fix="Use a smaller batch, or a stochastic method "
+                             "(method='lanczos'), which never forms J.")
+
+    return [cols for _, _, cols in jacobian_chunks(
+        G, z, chunk_size=chunk_size, column_fn=_columns_fn(G, z, chunk_size),
+        check_coupling=check_coupling, check_memory=check_memory)]
 
 
 def exact_spectral_sum(
@@ -292,7 +291,7 @@ def exact_spectral_sum(
         return_info: return a :class:`SpectralEstimate` (standard error 0, ``info`` with
             ``method="exact"`` and the ``singular`` samples) instead of the value.
     """
-    check_singular_options(on_singular, jitter, rank_tol, check_coupling)
+    check_singular_options(on_singular, jitter, rank_tol)
     chunks = _jacobian(G, z, chunk_size, check_coupling)
     dtype = work_dtype(z.dtype)
     algebra = [c.detach().to(dtype) for c in chunks]

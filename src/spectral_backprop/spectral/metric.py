@@ -75,8 +75,6 @@ def latent_metric(
     """
     check_latents(G, z)
     top = check_rank(top, z.shape[1], "top")
-    if not isinstance(check_coupling, bool):
-        raise TypeError(f"check_coupling must be True or False, got {check_coupling!r}")
     J = jacobian(G, z, chunk_size=chunk_size, check_coupling=check_coupling)
     J = J.to(work_dtype(J.dtype))
     lam, V = torch.linalg.eigh(J.mT @ J)

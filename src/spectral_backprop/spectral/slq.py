@@ -38,11 +38,19 @@ def _pad(y: Tensor, m: int) -> Tensor:
     return torch.nn.functional.pad(y, (0, m - y.shape[-1]))
 
 
+Eig = tuple[Tensor, Tensor, Tensor]  # (θ, τ², S) from lanczos_quadrature
+
+
 def _quadrature_state(
-    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool
+    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool,
+    eig: Eig | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """``(q, Σ τ²|g(θ)|, h(T) e_1, CG residual)`` of the first ``steps`` steps per column."""
-    theta, weights, S = lanczos_quadrature(alpha, beta, steps, eigenvectors=True)
+    """``(q, Σ τ²|g(θ)|, h(T) e_1, CG residual)`` of the first ``steps`` steps per column.
+
+    ``eig``: the eigendecomposition of that ``T``, when the caller has it already.
+    """
+    theta, weights, S = eig if eig is not None else lanczos_quadrature(
+        alpha, beta, steps, eigenvectors=True)
     g_theta = g(theta)
     q = (weights * g_theta).sum(-1)
     q_abs = (weights * g_theta.abs()).sum(-1)
@@ -57,11 +65,15 @@ def _quadrature_state(
 
 
 def _residuals(
-    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool
+    alpha: Tensor, beta: Tensor, steps: Tensor, g: Fn, h: Fn | None, solve: bool,
+    eig: Eig | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Unscaled value ``e_1ᵀ g(T_m) e_1`` and the convergence measure of each column."""
+    """Unscaled value ``e_1ᵀ g(T_m) e_1`` and the convergence measure of each column.
+
+    ``eig``: the eigendecomposition of ``T_m`` (all ``steps``), when already computed.
+    """
     m = alpha.shape[-1]
-    q, q_abs, y, cg_res = _quadrature_state(alpha, beta, steps, g, h, solve)
+    q, q_abs, y, cg_res = _quadrature_state(alpha, beta, steps, g, h, solve, eig)
     prev = (steps - 1).clamp_min(1)
     q0, _, y0, _ = _quadrature_state(alpha, beta, prev, g, h, solve)
     first = steps <= 1  # nothing to compare with yet
@@ -111,10 +123,14 @@ def lanczos_forms(
         return _residuals(alpha, beta, steps, fn.g, vector_fn, solve)[1] <= tol
 
     decomp = lanczos(matvec, X, num_matvecs, stop=stop)
-    q, measure = _residuals(decomp.alpha, decomp.beta, decomp.steps, fn.g, vector_fn, solve)
+    # The one eigendecomposition of the final T_m: value, vectors and Ritz range use it.
+    eig = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps, eigenvectors=True)
+    q, measure = _residuals(decomp.alpha, decomp.beta, decomp.steps, fn.g, vector_fn, solve,
+                            eig)
     measure = torch.where(decomp.breakdown | (decomp.norm == 0), torch.zeros_like(measure), measure)
     values = decomp.norm**2 * q
-    vectors = lanczos_function(decomp, vector_fn) if vector_fn is not None else None
+    vectors = None if vector_fn is None else lanczos_function(decomp, vector_fn,
+                                                              (eig[0], eig[2]))
     return QuadraticForms(
         values=values,
         vectors=vectors,
@@ -122,17 +138,16 @@ def lanczos_forms(
         residual=measure,
         converged=measure <= tol,
         matvecs=decomp.alpha.shape[-1] * X.shape[-1],
-        extra={"breakdown": decomp.breakdown, "ritz_range": _ritz_range(decomp)},
+        extra={"breakdown": decomp.breakdown, "ritz_range": _ritz_range(decomp, eig[0])},
     )
 
 
-def _ritz_range(decomp) -> tuple[Tensor, Tensor]:
-    """Each sample's smallest and largest Ritz value over its columns, ``([B], [B])``.
+def _ritz_range(decomp, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's smallest and largest Ritz value ``θ[B, c, m]`` over its columns.
 
-    Padding nodes repeat ``α_1``, a Rayleigh quotient inside the range; columns of a
-    zero start vector (no steps) are left out.
+    Returns ``([B], [B])``. Padding nodes repeat ``α_1``, a Rayleigh quotient inside the
+    range; columns of a zero start vector (no steps) are left out.
     """
-    theta, _ = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps)  # [B, c, m]
     ran = (decomp.norm > 0)[..., None]
     low = torch.where(ran, theta, torch.inf).amin((-2, -1))
     high = torch.where(ran, theta, -torch.inf).amax((-2, -1))

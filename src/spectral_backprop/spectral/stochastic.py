@@ -174,7 +174,6 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
         V, ritz = sketch.deflation_basis(min(deflate, usable), fn.dg)
         singular = sketch_singular_samples(sketch.values, k, fn, on_singular)
         bounds = sketch.bounds()
-    info["singular"] = singular
     r = V.shape[-1]
     if r:
         info["deflated"] = ritz  # from the sketch: no extra product with M
@@ -233,7 +232,6 @@ def _kernel(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
         low, high = forms.extra["ritz_range"]
         prep.singular = ritz_singular_samples(low, high, k, fn, on_singular,
                                               reported=prep.singular) | prep.singular
-        prep.info["singular"] = prep.singular
     else:
         assert prep.bounds is not None
         budget = num_matvecs
@@ -355,7 +353,7 @@ def stochastic_spectral_sum(
     if method not in ("lanczos", "chebyshev"):
         raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
     check_latents(G, z)
-    check_singular_options(on_singular, jitter, None, check_coupling)
+    check_singular_options(on_singular, jitter)
     _validate_options(z.shape[1], method, num_probes, num_matvecs, tol, probes, generator,
                       deflate, on_nonconvergence, symmetric)
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
