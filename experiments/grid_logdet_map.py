@@ -27,7 +27,7 @@ from spectral_backprop.pictures import pyplot
 from spectral_backprop.spectral import SingularMetricWarning, logdet_jtj
 from spectral_backprop.studies.modes import eval_seed
 from spectral_backprop.train import load_gan_generator
-from spectral_backprop.train.gan import in_dtype
+from spectral_backprop.train.common import in_dtype
 
 CAP = 0.0  # the cap whose two sides the printout compares
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from spectral_backprop.data.manifolds import KAPPA, true_entropy
-from spectral_backprop.train.manifold import ManifoldConfig, _in_dtype, train_manifold
+from spectral_backprop.train.common import in_dtype
+from spectral_backprop.train.manifold import ManifoldConfig, train_manifold
 
 ROOT = Path(__file__).resolve().parents[1]
 COVERAGE = (0.99, 0.999)
@@ -65,7 +66,7 @@ def covered_arc(G, coverage: float) -> tuple[float, float]:
 
 def gap_figures(G, E, data) -> dict:
     """The table row of one trained pair (see the module docstring)."""
-    G64, E64 = _in_dtype(G, torch.float64), _in_dtype(E, torch.float64)
+    G64, E64 = in_dtype(G, torch.float64), in_dtype(E, torch.float64)
     from spectral_backprop.manifold import manifold_terms
 
     x = data.test.double()

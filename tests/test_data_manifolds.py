@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from spectral_backprop.data import DATASETS
 from spectral_backprop.data.base import Dataset
 from spectral_backprop.data.manifolds import (
-    MANIFOLDS,
     ManifoldDataset,
     circle,
     embedding,
@@ -26,7 +26,7 @@ KNOWN = ("circle", "sine", "sphere")
 
 @pytest.mark.parametrize("name", KNOWN)
 def test_entropy_agrees_with_monte_carlo(name):
-    data = MANIFOLDS[name](100_000, 10, ambient_dim=10, seed=3)
+    data = DATASETS[name](100_000, 10, ambient_dim=10, seed=3)
     lp = data.log_density(data.x).double()
     se = lp.std().item() / math.sqrt(len(lp))
     assert abs(-lp.mean().item() - data.entropy) < 4 * se, (-lp.mean().item(), data.entropy, se)
@@ -104,6 +104,6 @@ def test_missing_npy_file_is_named(tmp_path):
 
 @pytest.mark.slow  # reading the embedded MNIST takes about 10 s
 def test_mnist_manifold_has_a_fixed_held_out_set():
-    a = MANIFOLDS["mnist_manifold"]()
+    a = DATASETS["mnist_manifold"]()
     assert a.x.shape == (4500, 1, 28, 28) and a.test.shape == (500, 1, 28, 28)
-    assert torch.equal(a.test, MANIFOLDS["mnist_manifold"]().test)
+    assert torch.equal(a.test, DATASETS["mnist_manifold"]().test)

@@ -380,6 +380,22 @@ def test_bad_estimator_settings_are_refused_before_training(tmp_path, capsys, fl
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--method-option", "bogus=1"], "bogus"),
+    (["--method", "lanczos", "--method-option", "num_probes=-1"], "num_probes"),
+    (["--method-option", "generator=1"], "method_options cannot set generator"),
+])
+def test_bad_manifold_estimator_settings_are_refused_before_training(tmp_path, capsys, flags,
+                                                                      expected):
+    out = tmp_path / "out"
+    code = main(["fit-manifold", "--data", "circle", "--data-option", "num_samples=200",
+                 "--data-option", "num_test=50", "--width", "8", "--depth", "1",
+                 "--steps", "20", "--no-progress", "--device", "cpu", *flags,
+                 "--out", str(out)])
+    assert expected in one_line_error(code, capsys.readouterr().err, "fit-manifold")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", ["train", "fit-density"])
 @pytest.mark.parametrize("where", ["file", "under a file"])
 def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, capsys,

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from .density import prior_log_prob
-from .spectral import METHOD_OPTIONS, SpectralEstimate, logdet_jtj, resolve_method
+from .spectral import SpectralEstimate, accepts_option, logdet_jtj
 
 __all__ = ["ManifoldTerms", "check_data", "manifold_loss", "manifold_terms"]
 
@@ -150,10 +150,9 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
     check_data(x)
     z = _encode(E, x)
     x_hat = _decode(G, z, x)
-    used = METHOD_OPTIONS.get(resolve_method(method, z.shape[1])) or frozenset()
-    if "encoder" in used:
+    if accepts_option(method, "encoder", z.shape[1], unchecked=False):
         options.setdefault("encoder", E)
-    if "data" in used:
+    if accepts_option(method, "data", z.shape[1], unchecked=False):
         options.setdefault("data", x)
     est = logdet_jtj(G, z, method=method, return_info=True, **options)
     assert isinstance(est, SpectralEstimate)

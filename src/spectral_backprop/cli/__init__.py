@@ -65,17 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``spectral-backprop``; user errors print one line and return exit code 2."""
+    """Run ``spectral-backprop``; user errors (:class:`CLIError` and the errors of a run,
+    :data:`spectral_backprop.train.RUN_ERRORS`) print one line and return exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
-        print(f"spectral-backprop {args.command}: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
+        return _error(args.command, err)
+    except Exception as err:
+        from spectral_backprop.train import RUN_ERRORS  # only now: torch is slow to import
+
+        if not isinstance(err, RUN_ERRORS):
+            raise
+        return _error(args.command, err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _error(command: str, err: Exception) -> int:
+    print(f"spectral-backprop {command}: error: {one_line(str(err))}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

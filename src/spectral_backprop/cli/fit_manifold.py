@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spectral_backprop.cli.train import load_data
     from spectral_backprop.runfiles import RESULTS, write_json
-    from spectral_backprop.train.checkpoint import CheckpointError
     from spectral_backprop.train.manifold import (
         ManifoldConfig,
         save_manifold_pictures,
@@ -68,17 +69,15 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise CLIError(f"--seeds must be at least 1, got {args.seeds}")
     base = data_settings(args.data, args.ambient_dim)
-    try:
-        config = config_from_args(args, ManifoldConfig, extra=base)
-    except ValueError as err:
-        raise CLIError(str(err)) from err
+    config = config_from_args(args, ManifoldConfig, extra=base)
+    data = load_data(config)
     runs = []
     for i in range(args.seeds):
-        seeded = ManifoldConfig.from_dict({**config.to_dict(), "seed": config.seed + i})
+        seeded = replace(config, seed=config.seed + i)
         folder = args.out / f"seed_{seeded.seed}"
         try:
-            result = train_manifold(seeded, folder, resume=args.resume)
-        except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+            result = train_manifold(seeded, folder, resume=args.resume, dataset=data)
+        except ValueError as err:  # (the errors of train.RUN_ERRORS are cli.main's)
             raise CLIError(str(err)) from err
         save_manifold_pictures(result, folder)
         runs.append(result.metrics)

@@ -208,10 +208,7 @@ def _key_value(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"must look like KEY=VALUE, got {item!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return key, _json_or_string(value)
 
 
 def _scalar_type(annotation: Any, optional: bool):

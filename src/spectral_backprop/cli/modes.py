@@ -14,7 +14,6 @@ from spectral_backprop.cli.train import add_gan_arguments, config_from_args, loa
 def run(args: argparse.Namespace) -> int:
     from spectral_backprop.runfiles import RESULTS
     from spectral_backprop.studies.modes import load_protocol, run_modes
-    from spectral_backprop.train import RUN_ERRORS
 
     if not 0 <= args.first_seed < args.seeds:
         raise CLIError(f"need 0 <= --first-seed < --seeds, got {args.first_seed} and {args.seeds}")
@@ -24,11 +23,8 @@ def run(args: argparse.Namespace) -> int:
     if beta <= 0:
         raise CLIError(f"--entropy-weight must be positive, got {beta}")
     data = load_data(replace(base, dataset=args.dataset))
-    try:
-        summary = run_modes(args.dataset, args.seeds, args.out, base, beta, resume=args.resume,
-                            first_seed=args.first_seed, data=data)
-    except RUN_ERRORS as err:
-        raise CLIError(str(err)) from err
+    summary = run_modes(args.dataset, args.seeds, args.out, base, beta, resume=args.resume,
+                        first_seed=args.first_seed, data=data)
     table = {v: {k: summary["variants"][v][k]
                  for k in ("modes", "high_quality", "reverse_kl", "spread")}
              for v in summary["variants"]}

@@ -96,15 +96,13 @@ def run(args: argparse.Namespace) -> int:
     from spectral_backprop.density import seeded_samples
     from spectral_backprop.pictures import save_samples_png
     from spectral_backprop.runfiles import SAMPLES
-    from spectral_backprop.train import RUN_ERRORS, train_gan
+    from spectral_backprop.train import train_gan
     from spectral_backprop.train.distributed import teardown_distributed
 
     config = config_from_args(args)
     data = load_data(config)
     try:
         result = train_gan(config, args.out, resume=args.resume, dataset=data)
-    except RUN_ERRORS as err:
-        raise CLIError(str(err)) from err
     finally:
         teardown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:

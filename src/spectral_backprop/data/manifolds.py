@@ -50,7 +50,7 @@ from torch import Tensor
 from spectral_backprop.data.base import Dataset
 from spectral_backprop.data.images import mnist_embedded
 
-__all__ = ["MANIFOLDS", "ManifoldDataset", "circle", "embedding", "log_density", "mnist_manifold",
+__all__ = ["ManifoldDataset", "circle", "embedding", "log_density", "mnist_manifold",
            "npy_array", "sine", "sphere", "split", "true_entropy"]
 
 KAPPA = 1.0
@@ -272,12 +272,3 @@ def mnist_manifold(num_test: int = 500) -> ManifoldDataset:
     test, train = perm[:num_test], perm[num_test:]
     return ManifoldDataset("mnist_manifold", data.x[train], labels=data.labels[train],
                            test=data.x[test], meta={"test_labels": data.labels[test]})
-
-
-MANIFOLDS: dict[str, Callable[..., ManifoldDataset]] = {
-    "circle": circle,
-    "sine": sine,
-    "sphere": sphere,
-    "mnist_manifold": mnist_manifold,
-    "npy": npy_array,
-}

@@ -48,6 +48,7 @@ __all__ = [
     "METHODS",
     "METHOD_OPTIONS",
     "STOCHASTIC_OPTIONS",
+    "accepts_option",
     "auto_spectral_sum",
     "logdet_jtj",
     "register_method",
@@ -135,6 +136,19 @@ METHOD_OPTIONS: dict[str, frozenset[str] | None] = {
     "chebyshev": STOCHASTIC_OPTIONS,
     "auto": EXACT_OPTIONS | STOCHASTIC_OPTIONS,
 }
+
+
+def accepts_option(method: str, name: str, k: int, *, unchecked: bool = True) -> bool:
+    """Whether the method that runs for latent size ``k`` (:func:`resolve_method`) takes
+    option ``name``; ``unchecked`` for an estimator whose options are not listed (it takes
+    ``**options`` and checks them itself).
+
+    Example:
+        >>> accepts_option("auto", "generator", 16), accepts_option("auto", "generator", 512)
+        (False, True)
+    """
+    used = METHOD_OPTIONS.get(resolve_method(method, k))
+    return unchecked if used is None else name in used
 
 
 def register_method(

@@ -37,7 +37,7 @@ from spectral_backprop.spectral import METHODS
 from spectral_backprop.train.targets import TARGETS
 
 __all__ = ["ConfigError", "Decay", "EntropyTerm", "GANConfig", "R1", "ReverseKLConfig",
-           "merge_dicts"]
+           "check_estimator", "merge_dicts"]
 
 
 class ConfigError(ValueError):
@@ -335,6 +335,23 @@ class R1(_Node):
 _SET_BY_TRAINING = frozenset({"generator", "return_info"})
 
 
+def check_estimator(method: str, options: Any, options_field: str = "options") -> None:
+    """Refuse a log det estimator that is not registered, options that are not a dict,
+    or options that the training loop sets itself (``generator``, ``return_info``).
+
+    Raises:
+        ConfigError: naming ``method`` or ``options_field``.
+    """
+    if method not in METHODS:
+        raise ConfigError("method", f"must be {_one_of(sorted(METHODS))}, got {method!r}")
+    if not isinstance(options, dict):
+        raise ConfigError(options_field, f"must be a dict, got {type(options).__name__}")
+    fixed = sorted(set(options) & _SET_BY_TRAINING)
+    if fixed:
+        raise ConfigError(options_field, f"cannot set {', '.join(fixed)}: the training "
+                                         "loop sets it")
+
+
 @dataclass
 class EntropyTerm(_Node):
     """The entropy term ``−β·H[p_G]`` of the generator's loss, ``H[p_G] = H[p_Z] + ½ E_z
@@ -370,15 +387,7 @@ class EntropyTerm(_Node):
         self._check_non_negative("weight")
         if self.weight > 0:
             self._check_positive("batch")
-        if self.method not in METHODS:
-            raise ConfigError("method", f"must be {_one_of(sorted(METHODS))}, "
-                                        f"got {self.method!r}")
-        if not isinstance(self.options, dict):
-            raise ConfigError("options", f"must be a dict, got {type(self.options).__name__}")
-        fixed = sorted(set(self.options) & _SET_BY_TRAINING)
-        if fixed:
-            raise ConfigError("options", f"cannot set {', '.join(fixed)}: the training "
-                                         "loop sets it")
+        check_estimator(self.method, self.options)
 
 
 # The flat fields of GANConfig before R1 and EntropyTerm existed, by today's names.

@@ -22,8 +22,6 @@ of :func:`g_step`; :class:`GANState` holds what a checkpoint saves.
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,11 +34,12 @@ from spectral_backprop.density import entropy
 from spectral_backprop.models import build_gan
 from spectral_backprop.progress import progress
 from spectral_backprop.runfiles import CHECKPOINT, METRICS
-from spectral_backprop.spectral import METHOD_OPTIONS, resolve_method
-from spectral_backprop.train.checkpoint import restore_checkpoint, save_checkpoint
-from spectral_backprop.train.config import ConfigError, EntropyTerm, GANConfig
+from spectral_backprop.spectral import accepts_option
+from spectral_backprop.train.checkpoint import save_checkpoint
+from spectral_backprop.train.common import in_dtype, make_schedule, probe_estimator, restore_run
+from spectral_backprop.train.config import EntropyTerm, GANConfig
 from spectral_backprop.train.distributed import Distributed, setup_distributed
-from spectral_backprop.train.run import MetricsLog, check_finite, check_run_dir, open_run_dir
+from spectral_backprop.train.run import MetricsLog, check_finite, open_run_dir
 
 
 @dataclass
@@ -71,18 +70,6 @@ def build_models(config: GANConfig, data: Dataset) -> tuple[torch.nn.Module, tor
     G, D = build_gan(config.arch, data.shape, k, config.width, config.depth,
                      config.g_activation)
     return G, D, k
-
-
-def in_dtype(G: torch.nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-    """``G`` evaluated with its parameters and buffers cast to ``dtype``, differentiably.
-
-    Gradients flow back through the casts into the original (float32) parameters.
-    """
-    if dtype == next(G.parameters()).dtype:
-        return G
-    tensors = {n: t.to(dtype) if t.is_floating_point() else t
-               for n, t in (*G.named_parameters(), *G.named_buffers())}
-    return lambda z: torch.func.functional_call(G, tensors, (z.to(dtype),))
 
 
 def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConfig,
@@ -118,8 +105,7 @@ def _entropy_estimate(G: torch.nn.Module, z: Tensor, term: EntropyTerm,
     options = dict(term.options)
     # The run's generator draws the probes of a stochastic estimator (for bit-identical
     # resumes); the exact path takes none.
-    used = METHOD_OPTIONS.get(resolve_method(term.method, z.shape[-1]))
-    if generator is not None and (used is None or "generator" in used):
+    if generator is not None and accepts_option(term.method, "generator", z.shape[-1]):
         options.setdefault("generator", generator)
     dtype = getattr(torch, term.dtype)
     return entropy(in_dtype(G, dtype), z.to(dtype), method=term.method, cap=term.cap,
@@ -135,15 +121,6 @@ def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
     """
     (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()
-
-
-def make_schedule(opt: torch.optim.Optimizer, config: GANConfig):
-    """The learning-rate schedule of ``config.lr_schedule`` (stepped once per G update)."""
-    if config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
 
 
 @dataclass
@@ -193,8 +170,8 @@ def build_state(config: GANConfig, data: Dataset, dd: Distributed) -> GANState:
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.adam_betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.adam_betas)
     rng = torch.Generator().manual_seed(config.seed + 1)
-    return GANState(G, D, opt_g, opt_d, make_schedule(opt_g, config),
-                    make_schedule(opt_d, config), rng, k, dd)
+    return GANState(G, D, opt_g, opt_d, make_schedule(opt_g, config.lr_schedule, config.steps),
+                    make_schedule(opt_d, config.lr_schedule, config.steps), rng, k, dd)
 
 
 def d_step(s: GANState, real: Tensor, z: Tensor, gamma: float) -> Tensor:
@@ -233,9 +210,6 @@ def g_step(s: GANState, z: Tensor, z_h: Tensor | None, beta: float, term: Entrop
     return g_adv, ent
 
 
-_POLICIES = ("on_singular", "on_nonconvergence")
-
-
 def check_entropy_term(config: GANConfig, data: Dataset, G: torch.nn.Module | None = None,
                        device: torch.device | str = "cpu") -> None:
     """Refuse an entropy term whose estimator or options do not work, before training:
@@ -248,23 +222,14 @@ def check_entropy_term(config: GANConfig, data: Dataset, G: torch.nn.Module | No
     term = config.entropy
     if term.weight <= 0:
         return
-    # The untrained generator may be singular or slow to converge where the trained one
-    # is not: "raise" policies are probed as "warn", and the warnings are not shown.
-    probe = replace(term, options={k: "warn" if k in _POLICIES and v == "raise" else v
-                                   for k, v in term.options.items()})
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if G is None:
+    if G is None:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             G = build_models(config, data)[0].to(device)
-        rng = torch.Generator().manual_seed(0)
-        k = config.latent_dim or default_latent_dim(data)
-        try:
-            _entropy_estimate(G, torch.randn(2, k, generator=rng).to(device), probe, rng)
-        except (TypeError, ValueError) as err:
-            raise ConfigError("entropy", f"(method {term.method!r}, options "
-                                         f"{term.options}) cannot be used: {err}") from err
+    rng = torch.Generator().manual_seed(0)
+    z = torch.randn(2, config.latent_dim or default_latent_dim(data), generator=rng).to(device)
+    probe_estimator("entropy", term.method, term.options, device,
+                    lambda options: _entropy_estimate(G, z, replace(term, options=options), rng))
 
 
 def start_run(s: GANState, config: GANConfig, out: Path, resume: bool, data: Dataset
@@ -272,16 +237,9 @@ def start_run(s: GANState, config: GANConfig, out: Path, resume: bool, data: Dat
     """Check everything and restore the checkpoint when resuming, writing nothing
     (:func:`~.run.check_run_dir`); returns the step resumed at (``None``: a new run)."""
     check_entropy_term(config, data, s.G, s.dd.device)
-    payload = check_run_dir(out, config, resume)
-    start = 0
-    if payload is not None:
-        start = restore_checkpoint(payload, modules=s.modules(), optimizers=s.optimizers(),
-                                   generator=s.rng, path=out / CHECKPOINT)
-    if s.dd.is_main:
-        print(config.describe())
-        print(f"data: {data.name} {tuple(data.x.shape)}, k = {s.latent_dim}, processes = "
-              f"{s.dd.world_size}" + (f", resuming at step {start}" if payload else ""))
-    return start if payload is not None else None
+    payload = restore_run(s, config, out, resume, f"data: {data.name} {tuple(data.x.shape)}, "
+                          f"k = {s.latent_dim}, processes = {s.dd.world_size}")
+    return payload["step"] if payload is not None else None
 
 
 def step_values(config: GANConfig, d_loss: Tensor, g_adv: Tensor, ent: Tensor | None,

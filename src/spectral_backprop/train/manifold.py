@@ -41,17 +41,18 @@ import torch
 from torch import Tensor
 
 from spectral_backprop.data import Dataset, load_dataset
-from spectral_backprop.data.manifolds import MANIFOLDS, ManifoldDataset, split
+from spectral_backprop.data.manifolds import ManifoldDataset, split
 from spectral_backprop.manifold import manifold_loss, manifold_terms
 from spectral_backprop.models.encoders import MANIFOLD_ARCHITECTURES, build_manifold_pair
 from spectral_backprop.models.mlp import ACTIVATIONS
 from spectral_backprop.progress import progress
 from spectral_backprop.runfiles import CHECKPOINT, EVAL, METRICS, write_json
-from spectral_backprop.spectral import METHOD_OPTIONS, METHODS, resolve_method
-from spectral_backprop.train.checkpoint import restore_checkpoint, save_checkpoint
-from spectral_backprop.train.config import ConfigError, _Config
+from spectral_backprop.spectral import accepts_option
+from spectral_backprop.train.checkpoint import save_checkpoint
+from spectral_backprop.train.common import in_dtype, make_schedule, probe_estimator, restore_run
+from spectral_backprop.train.config import ConfigError, _Config, check_estimator
 from spectral_backprop.train.distributed import Distributed, setup_distributed
-from spectral_backprop.train.run import MetricsLog, check_finite, check_run_dir, open_run_dir
+from spectral_backprop.train.run import MetricsLog, check_finite, open_run_dir
 
 __all__ = ["ManifoldConfig", "ManifoldResult", "evaluate_manifold", "likelihood_weight",
            "load_manifold_data", "train_manifold"]
@@ -136,9 +137,7 @@ class ManifoldConfig(_Config):
         self._check_non_negative("beta", "warmup", "ramp", "eval_every")
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ConfigError("latent_dim", f"must be positive, got {self.latent_dim}")
-        if self.method not in METHODS:
-            raise ConfigError("method", f"must be a registered estimator "
-                                        f"({', '.join(METHODS)}), got {self.method!r}")
+        check_estimator(self.method, self.method_options, "method_options")
         if self.warmup + self.ramp >= 1:
             raise ConfigError("warmup", f"+ ramp must be < 1 (some steps at full likelihood "
                                         f"weight), got {self.warmup} + {self.ramp}")
@@ -162,13 +161,10 @@ def likelihood_weight(step: int, steps: int, warmup: float, ramp: float) -> floa
 
 
 def load_manifold_data(name: str, options: dict[str, Any] | None = None) -> ManifoldDataset:
-    """A :class:`~spectral_backprop.data.manifolds.ManifoldDataset` by name: the manifold
-    sets of :data:`~spectral_backprop.data.manifolds.MANIFOLDS`, or any data set of
-    :func:`~spectral_backprop.data.load_dataset` with 10% held out (seed 0)."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    if name in MANIFOLDS:
-        return MANIFOLDS[name](**options)
-    return as_manifold_data(load_dataset(name, **options))
+    """A :class:`~spectral_backprop.data.manifolds.ManifoldDataset` by name, loaded (and
+    checked) by :func:`~spectral_backprop.data.load_dataset`: the manifold sets as they
+    are, any other data set with 10% held out (seed 0)."""
+    return as_manifold_data(load_dataset(name, **(options or {})))
 
 
 def as_manifold_data(data: Dataset) -> ManifoldDataset:
@@ -232,27 +228,15 @@ def _build_state(config: ManifoldConfig, data: ManifoldDataset, dd: Distributed)
     dd.broadcast_parameters(G)
     dd.broadcast_parameters(E)
     opt = torch.optim.Adam([*G.parameters(), *E.parameters()], lr=config.lr)
-    if config.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    sched = make_schedule(opt, config.lr_schedule, config.steps)
     rng = torch.Generator().manual_seed(config.seed + 1)
     return _State(G, E, opt, sched, rng, k, dd)
 
 
-def _in_dtype(module: torch.nn.Module, dtype: torch.dtype):
-    """``module`` evaluated with its tensors cast to ``dtype``, differentiably."""
-    if dtype == next(module.parameters()).dtype:
-        return module
-    tensors = {n: t.to(dtype) if t.is_floating_point() else t
-               for n, t in (*module.named_parameters(), *module.named_buffers())}
-    return lambda x: torch.func.functional_call(module, tensors, (x.to(dtype),))
-
-
-def _estimator_options(config: ManifoldConfig, k: int, rng: torch.Generator) -> dict:
-    options = dict(config.method_options)
-    used = METHOD_OPTIONS.get(resolve_method(config.method, k))
-    if used is None or "generator" in used:
+def _estimator_options(method: str, options: dict[str, Any], k: int, rng: torch.Generator
+                       ) -> dict:
+    options = dict(options)
+    if accepts_option(method, "generator", k):
         options.setdefault("generator", rng)  # probes from the run's generator: resumable
     return options
 
@@ -260,11 +244,11 @@ def _estimator_options(config: ManifoldConfig, k: int, rng: torch.Generator) -> 
 def _train_step(s: _State, config: ManifoldConfig, x: Tensor, weight: float
                 ) -> dict[str, float]:
     dtype = getattr(torch, config.dtype)
-    G, E = _in_dtype(s.G, dtype), _in_dtype(s.E, dtype)
+    G, E = in_dtype(s.G, dtype), in_dtype(s.E, dtype)
+    options = (_estimator_options(config.method, config.method_options, s.latent_dim, s.rng)
+               if weight > 0 else {})
     loss, terms = manifold_loss(G, E, x.to(dtype), beta=config.beta, likelihood_weight=weight,
-                                method=config.method,
-                                **(_estimator_options(config, s.latent_dim, s.rng)
-                                   if weight > 0 else {}))
+                                method=config.method, **options)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
     s.dd.average_gradients(s.parameters())
@@ -290,7 +274,7 @@ def evaluate_manifold(G: torch.nn.Module, E: torch.nn.Module, data: ManifoldData
         raise ValueError(f"data set {data.name!r} has no held-out set")
     x = data.test[:num_samples] if num_samples else data.test
     device = next(G.parameters()).device
-    G64, E64 = _in_dtype(G, torch.float64), _in_dtype(E, torch.float64)
+    G64, E64 = in_dtype(G, torch.float64), in_dtype(E, torch.float64)
     nll, dist = [], []
     with torch.enable_grad():  # the exact log det builds its Jacobian with autograd tools
         for xc in x.split(chunk):
@@ -307,21 +291,41 @@ def evaluate_manifold(G: torch.nn.Module, E: torch.nn.Module, data: ManifoldData
             "distance_p90": dist_t.quantile(0.9).item(), "num_test": len(nll_t)}
 
 
+def check_method(config: ManifoldConfig, data: ManifoldDataset, k: int,
+                 device: torch.device | str = "cpu") -> None:
+    """Refuse a log det estimator whose options do not work, before training: the loss
+    of an untrained pair of ``config`` on two training points
+    (:func:`~.common.probe_estimator`).
+
+    Raises:
+        ConfigError: the estimator refused its options (names or values).
+    """
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        G, E = build_manifold_pair(config.arch, data.shape, k, config.width, config.depth,
+                                   config.activation)
+    G, E = G.to(device), E.to(device)
+    dtype, rng = getattr(torch, config.dtype), torch.Generator().manual_seed(0)
+    x = data.x[:2].to(device, dtype)
+    probe_estimator("method_options", config.method, config.method_options, device,
+                    lambda options: manifold_terms(
+                        in_dtype(G, dtype), in_dtype(E, dtype), x, method=config.method,
+                        **_estimator_options(config.method, options, k, rng)))
+
+
 def _start(s: _State, config: ManifoldConfig, out: Path, resume: bool,
            data: ManifoldDataset) -> int | None:
-    """Check everything and restore the checkpoint when resuming, writing nothing
-    (:func:`~.run.check_run_dir`); returns the step resumed at (``None``: a new run)."""
-    payload = check_run_dir(out, config, resume)
-    if payload is not None:
-        restore_checkpoint(payload, modules=s.modules(), optimizers=s.optimizers(),
-                           generator=s.rng, path=out / CHECKPOINT)
-        s.train_time = float(payload["extra"].get("train_time", 0.0))
-    if s.dd.is_main:
-        print(config.describe())
-        print(f"data: {data.name} train {tuple(data.x.shape)}, test {tuple(data.test.shape)}, "
-              f"k = {s.latent_dim}, processes = {s.dd.world_size}"
-              + (f", resuming at step {payload['step']}" if payload else ""))
-    return payload["step"] if payload is not None else None
+    """Check everything (the estimator, the run folder) and restore the checkpoint when
+    resuming, writing nothing; returns the step resumed at (``None``: a new run)."""
+    check_method(config, data, s.latent_dim, s.dd.device)
+    payload = restore_run(s, config, out, resume,
+                          f"data: {data.name} train {tuple(data.x.shape)}, test "
+                          f"{tuple(data.test.shape)}, k = {s.latent_dim}, processes = "
+                          f"{s.dd.world_size}")
+    if payload is None:
+        return None
+    s.train_time = float(payload["extra"].get("train_time", 0.0))
+    return payload["step"]
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -349,21 +353,29 @@ def train_manifold(config: ManifoldConfig, out_dir: str | Path, resume: bool = F
     """
     dd = setup_distributed(config.device)
     out = Path(out_dir)
-    data = (as_manifold_data(dataset) if dataset is not None
+    data = (as_manifold_data(dataset.check()) if dataset is not None
             else load_manifold_data(config.dataset, config.data_options))
     s = _build_state(config, data, dd)
     resumed = _start(s, config, out, resume, data)
     with open_run_dir(out, config, write=dd.is_main):
         dd.barrier()
         log = MetricsLog(out / METRICS, resume_step=resumed, enabled=dd.is_main)
-        _train_steps(s, config, data, out, resumed or 0, log)
-        return _finish(s, config, data, out)
+        final = _train_steps(s, config, data, out, resumed or 0, log)
+        return _finish(s, config, data, out, final)
+
+
+def _evaluate(s: _State, data: ManifoldDataset, num_samples: int | None) -> dict[str, Any]:
+    s.G.eval(), s.E.eval()
+    figures = evaluate_manifold(s.G, s.E, data, num_samples)
+    s.G.train(), s.E.train()
+    return figures
 
 
 def _train_steps(s: _State, config: ManifoldConfig, data: ManifoldDataset, out: Path,
-                 start: int, log: MetricsLog) -> None:
-    """Steps ``start, ..., config.steps − 1``: train, log, evaluate, checkpoint."""
-    dd = s.dd
+                 start: int, log: MetricsLog) -> dict[str, Any] | None:
+    """Steps ``start, ..., config.steps − 1``: train, log, evaluate, checkpoint. Returns
+    the last step's evaluation when it covered the whole held-out set, else ``None``."""
+    dd, final = s.dd, None
     bar = progress(range(start, config.steps), initial=start, total=config.steps,
                    desc=f"fit {data.name}", disable=not (config.progress and dd.is_main))
     for step in bar:
@@ -380,10 +392,10 @@ def _train_steps(s: _State, config: ManifoldConfig, data: ManifoldDataset, out: 
             record = dict(values)
             bar.set_postfix({n: f"{v:.3f}" for n, v in values.items()})
         if (config.eval_every and done % config.eval_every == 0) or last:
-            s.G.eval(), s.E.eval()
-            metrics = evaluate_manifold(s.G, s.E, data, config.eval_samples)
-            s.G.train(), s.E.train()
+            metrics = _evaluate(s, data, config.eval_samples)
             record |= {k: metrics[k] for k in ("test_nll", "kl", "manifold_distance")}
+            if last and config.eval_samples >= len(data.test):
+                final = metrics  # the whole held-out set: the final evaluation itself
         if record:
             log.write({"step": done, **record, "train_time": round(s.train_time, 4)})
         if done % config.ckpt_every == 0 or last:
@@ -393,13 +405,16 @@ def _train_steps(s: _State, config: ManifoldConfig, data: ManifoldDataset, out: 
                                 generator=s.rng, extra={"train_time": s.train_time})
             dd.barrier()
     bar.close()
+    return final
 
 
-def _finish(s: _State, config: ManifoldConfig, data: ManifoldDataset, out: Path
-           ) -> ManifoldResult:
+def _finish(s: _State, config: ManifoldConfig, data: ManifoldDataset, out: Path,
+            final: dict[str, Any] | None) -> ManifoldResult:
+    """``eval.json``: the evaluation on the whole held-out set (the last step's, when it
+    was one)."""
     s.G.eval()
     s.E.eval()
-    figures = evaluate_manifold(s.G, s.E, data)
+    figures = dict(final) if final is not None else evaluate_manifold(s.G, s.E, data)
     figures |= {"method": config.method, "latent_dim": s.latent_dim,
                 "seconds_per_step": s.train_time / config.steps,
                 "peak_memory_mb": _peak_memory_mb(s.dd.device), "steps": config.steps}
@@ -428,7 +443,7 @@ def save_manifold_pictures(result: ManifoldResult, out: str | Path,
         return [save_image_grid(rows, out / SAMPLES,
                                 row_labels=["samples", "held out", "reconstructed"])]
     with torch.enable_grad():
-        terms = manifold_terms(_in_dtype(G, torch.float64), _in_dtype(E, torch.float64),
+        terms = manifold_terms(in_dtype(G, torch.float64), in_dtype(E, torch.float64),
                                x.double())
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))

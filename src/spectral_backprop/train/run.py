@@ -31,7 +31,6 @@ from spectral_backprop.runfiles import (
     json_line,
     read_metrics,
     run_lock,
-    write_json,
 )
 from spectral_backprop.train.checkpoint import check_checkpoint
 from spectral_backprop.train.config import _Config
@@ -120,7 +119,7 @@ def open_run_dir(out_dir: str | Path, config: _Config, write: bool = True) -> It
                            ) from err
     with run_lock(out):
         try:
-            write_json(out / CONFIG, config.to_dict(), sort_keys=True)
+            config.save(out / CONFIG)
         except OSError as err:
             raise RunFileError(f"cannot write to output folder {out}: {err.strerror or err}"
                                ) from err
