@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,78 @@ def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name),
                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+class LinearImageGenerator(torch.nn.Module):
+    """``G(z) = A z`` shaped as a 1×4×4 image: its manifold is a plane through 0."""
+
+    def __init__(self, k: int = 2, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.A = torch.nn.Parameter(torch.linalg.qr(torch.randn(16, k, generator=g))[0])
+        self.latent_dim = k
+
+    def forward(self, z):
+        return (z @ self.A.T).reshape(-1, 1, 4, 4)
+
+
+def _off_plane(G, n: int, sigma: float, g: torch.Generator) -> torch.Tensor:
+    """Points at distance RMS ``sigma`` per entry from the plane of ``G``."""
+    with torch.no_grad():
+        on = G(torch.randn(n, 2, generator=g)).reshape(n, 16)
+        e = torch.randn(n, 16, generator=g)
+        e = e - (e @ G.A) @ G.A.T  # the part orthogonal to the plane
+        e = e / e.norm(dim=1, keepdim=True) * sigma * 4.0  # ‖e‖ / √16 = sigma
+    return (on + e).reshape(n, 1, 4, 4)
+
+
+def test_on_manifold_tolerance_is_calibrated_on_training_points(tmp_path):
+    """Training points sit at RMS distances spread around σ = 0.05 from the plane; held-out
+    points at the same spread are mostly within the calibrated tolerance, points 5× as far
+    never are; a fixed tolerance is reported as such."""
+    G = LinearImageGenerator()
+    g = torch.Generator().manual_seed(1)
+    spread = torch.linspace(0.5, 1.5, 64)[:, None]  # RMS distances 0.05 × spread
+    base = _off_plane(G, 64, 0.05, g).reshape(64, 16)
+    with torch.no_grad():
+        proj = (base @ G.A) @ G.A.T
+        train = (proj + (base - proj) * spread).reshape(64, 1, 4, 4)
+    near = _off_plane(G, 8, 0.05, g)
+    far = _off_plane(G, 8, 0.25, g)
+    heldout = torch.cat([near, far])
+    cfg = AnalysisConfig(n_typical=4, n_search=1, search_steps=2, n_real=16, invert_steps=300,
+                         invert_restarts=1, n_directions=1, traverse_steps=2, global_samples=4,
+                         classifier_epochs=0, n_train_reference=8, progress=False)
+    res = analyze_generator(G, train, tmp_path / "cal", heldout=heldout, config=cfg)
+    d = res["details"]
+    # The 0.9 quantile of RMS distances 0.05 × U(0.5, 1.5) is 0.05 × 1.4 = 0.07.
+    assert d["residual_tol"] == pytest.approx(0.07, abs=0.01)
+    assert d["residual_tol_source"].startswith("calibrated")
+    arrays = np.load(tmp_path / "cal" / "arrays.npz")
+    flagged = torch.from_numpy(arrays["real_flagged"])
+    residual = torch.from_numpy(arrays["real_residual"])
+    assert (flagged == (residual > d["residual_tol"])).all()
+    assert residual.max() > 0.2 and res["real_on_manifold_fraction"] == pytest.approx(0.5)
+
+    fixed = analyze_generator(G, train, tmp_path / "fixed", heldout=heldout,
+                              config=AnalysisConfig(**{**cfg.__dict__, "residual_tol": 0.3}))
+    assert fixed["details"]["residual_tol_source"] == "fixed"
+    assert fixed["real_on_manifold_fraction"] == 1.0
+    with pytest.raises(ValueError, match="needs training points besides"):
+        analyze_generator(G, train[:16], tmp_path / "none", config=cfg)
+    with pytest.raises(ValueError, match="heldout points have shape"):
+        analyze_generator(G, train, tmp_path / "bad", heldout=heldout.reshape(16, 16), config=cfg)
+    with pytest.raises(ValueError, match="residual_quantile"):
+        AnalysisConfig(residual_quantile=0.0)
+
+
+def test_coverage_of_predictions():
+    from spectral_backprop.analysis.coverage import coverage_of
+
+    pred = torch.tensor([0] * 50 + [1] * 46 + [2] * 4)
+    c = coverage_of(pred, num_classes=3, covered_share=0.05)
+    assert c["class_counts"] == [50, 46, 4] and c["classes_covered"] == 2
+    assert c["class_shares"] == pytest.approx([0.5, 0.46, 0.04])
+    expected = -sum(p * math.log(p) for p in (0.5, 0.46, 0.04))
+    assert c["class_entropy"] == pytest.approx(expected)
+    assert coverage_of(pred, 3, covered_share=0.04)["classes_covered"] == 3

@@ -17,7 +17,7 @@ given: it knows nothing of how it was trained (:mod:`spectral_backprop.train`).
 
 from .aberrance import classifier_scores, nearest_distance, small_classifier, train_classifier
 from .baselines import ganspace_directions, random_directions, sefa_directions
-from .coverage import class_coverage, class_shares
+from .coverage import class_coverage, class_shares, sample_quality
 from .factors import METHODS, compare_directions
 from .likelihood import bits_per_dim, log_likelihoods, score_data, summarize
 from .modes import evaluate_generator, mode_coverage
@@ -58,6 +58,7 @@ __all__ = [
     "mode_coverage",
     "evaluate_generator",
     "class_coverage",
+    "sample_quality",
     "class_shares",
     # all together
     "analyze_generator",

@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..geometry import eigen_path, global_directions, infer_latent_dim, principal_directions
+from ..geometry import (
+    eigen_path,
+    global_directions,
+    infer_latent_dim,
+    invert,
+    principal_directions,
+)
 from ..geometry import traverse as traverse_line
 from ..pictures import plot_search, plot_spectra, save_image_grid
 from ..runfiles import ARRAYS, RESULTS, write_json
@@ -57,7 +63,16 @@ class AnalysisConfig:
         n_search: search chains (started from the first typical latents).
         search_steps, search_lr, search_objective: the search (Adam).
         n_real: real data points inverted and scored.
-        invert_steps, invert_restarts, invert_prior_weight, residual_tol: inversion.
+        invert_steps, invert_restarts, invert_prior_weight: inversion.
+        residual_tol: RMS residual per entry above which a real point counts as off the
+            manifold. ``None`` (default): calibrated per generator, the
+            ``residual_quantile`` quantile of the residuals of ``n_real`` *calibration*
+            points inverted the same way (training points, disjoint from the scored ones).
+            A fixed constant means different things for different generators and data
+            (0.1 flagged every MNIST digit under a DCGAN); the calibrated tolerance asks
+            whether the scored points lie as close to the manifold as points the
+            generator was fitted to.
+        residual_quantile: the quantile of the calibration residuals used as tolerance.
         n_directions: eigen-directions shown per traversal.
         traverse_steps, traverse_extent: traversal offsets in latent units.
         global_samples: prior samples in ``E_z[JᵀJ]``.
@@ -80,7 +95,8 @@ class AnalysisConfig:
     invert_steps: int = 300
     invert_restarts: int = 4
     invert_prior_weight: float = 0.0
-    residual_tol: float = 0.1
+    residual_tol: float | None = None
+    residual_quantile: float = 0.9
     n_directions: int = 5
     traverse_steps: int = 7
     traverse_extent: float = 3.0
@@ -101,9 +117,15 @@ class AnalysisConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("search_lr", "residual_tol", "traverse_extent"):
+        for name in ("search_lr", "traverse_extent"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.residual_tol is not None and not self.residual_tol > 0:
+            raise ValueError(f"residual_tol must be positive (or None: calibrated), "
+                             f"got {self.residual_tol!r}")
+        if not 0 < self.residual_quantile <= 1:
+            raise ValueError(f"residual_quantile must be in (0, 1], "
+                             f"got {self.residual_quantile!r}")
         if self.invert_prior_weight < 0 or self.classifier_epochs < 0:
             raise ValueError("invert_prior_weight and classifier_epochs must be >= 0")
         for name, allowed in self.CHOICES.items():
@@ -136,9 +158,49 @@ def _search(G, z0: Tensor, cfg: AnalysisConfig):
     return search, singular_steps
 
 
-def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Generator,
-              say) -> tuple[dict, dict, dict]:
+def _real_points(real: Tensor, heldout: Tensor | None, cfg: AnalysisConfig,
+                 g: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """``(scored, calibration)``: the real points scored (from ``heldout`` when given) and
+    the training points that calibrate the tolerance (``None`` with a fixed one); the two
+    never share a point."""
+    perm = torch.randperm(real.shape[0], generator=g)
+    if heldout is not None:
+        scored = heldout[torch.randperm(heldout.shape[0], generator=g)[: cfg.n_real]]
+        calib = perm[: cfg.n_real]
+    else:
+        scored, calib = real[perm[: cfg.n_real]], perm[cfg.n_real: 2 * cfg.n_real]
+    if cfg.residual_tol is not None:
+        return scored, None
+    if calib.numel() == 0:
+        raise ValueError("a calibrated tolerance needs training points besides the scored "
+                         f"ones: got {real.shape[0]} real points for n_real = {cfg.n_real}; "
+                         "pass heldout points or set residual_tol")
+    return scored, real[calib]
+
+
+def _tolerance(G, calib: Tensor | None, k: int, cfg: AnalysisConfig, g: torch.Generator,
+               say) -> tuple[float, dict]:
+    """The residual tolerance and how it was set (details for ``results.json``)."""
+    if calib is None:
+        return cfg.residual_tol, {"residual_tol": cfg.residual_tol, "residual_tol_source": "fixed"}
+    say(f"calibrating the on-manifold tolerance on {calib.shape[0]} training points")
+    inv = invert(G, calib, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
+                 prior_weight=cfg.invert_prior_weight, generator=g, progress=cfg.progress)
+    res = inv.residual.double()
+    res = res[torch.isfinite(res)]
+    # A generator that reproduces its calibration points exactly still gets a tolerance
+    # above round-off (the inversion's own check needs a positive one).
+    tol = max(res.quantile(cfg.residual_quantile).item(), 1e-6) if res.numel() else 1e-6
+    return tol, {"residual_tol": tol, "residual_tol_source":
+                 f"calibrated: the {cfg.residual_quantile:g} quantile of the residuals of "
+                 f"{calib.shape[0]} training points",
+                 "calibration_residual_median": res.median().item() if res.numel() else None}
+
+
+def _finding1(G, real: Tensor, heldout: Tensor | None, k: int, n: int, cfg: AnalysisConfig,
+              g: torch.Generator, say) -> tuple[dict, dict, dict]:
     """Likelihoods of typical samples, search outputs and real data: (results, details, state)."""
+    x_real, calib = _real_points(real, heldout, cfg, g)
     z_typ = torch.randn(cfg.n_typical, k, generator=g, dtype=real.dtype)
     say(f"scoring {cfg.n_typical} typical samples")
     ll_typ = log_likelihoods(G, z_typ)
@@ -146,10 +208,10 @@ def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Gen
         x_typ = G(z_typ)
     search, singular_steps = _search(G, z_typ[: cfg.n_search], cfg)
     ll_search = search.log_likelihood[-1]
-    x_real = real[torch.randperm(real.shape[0], generator=g)[: cfg.n_real]]
+    tol, tol_details = _tolerance(G, calib, k, cfg, g, say)
     ll_real, inv = score_data(
         G, x_real, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
-        prior_weight=cfg.invert_prior_weight, residual_tol=cfg.residual_tol, generator=g,
+        prior_weight=cfg.invert_prior_weight, residual_tol=tol, generator=g,
         progress=cfg.progress,
     )
     on_manifold = ll_real[~inv.flagged]
@@ -159,6 +221,7 @@ def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Gen
         "loglik_real": _mean(ll_real),
         "loglik_real_on_manifold": _mean(on_manifold),
         "loglik_gap_search_typical": _mean(ll_search) - _mean(ll_typ),
+        "real_on_manifold_fraction": 1.0 - inv.flagged.double().mean().item(),
     }
     details = {
         "typical": summarize(ll_typ, n),
@@ -168,6 +231,9 @@ def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Gen
         "real_on_manifold": summarize(on_manifold, n),
         "real_flagged_fraction": inv.flagged.double().mean().item(),
         "real_residual_rms_mean": _mean(inv.residual),
+        "real_residual_median": inv.residual.double().nanmedian().item(),
+        "real_heldout": heldout is not None,
+        **tol_details,
         "search_nonfinite": int((~torch.isfinite(ll_search)).sum()),
         "search_singular_warnings": singular_steps,
         "search_latent_norm_start": _mean(search.latents[0].norm(dim=-1)),
@@ -180,16 +246,18 @@ def _finding1(G, real: Tensor, k: int, n: int, cfg: AnalysisConfig, g: torch.Gen
     return results, details, state
 
 
-def _aberrance(real: Tensor, labels: Tensor | None, st: dict, n: int, cfg: AnalysisConfig,
-               g: torch.Generator, results: dict, details: dict, say) -> dict[str, np.ndarray]:
+def _aberrance(real: Tensor, labels: Tensor | None, clf: torch.nn.Module | None, st: dict,
+               n: int, cfg: AnalysisConfig, g: torch.Generator, results: dict, details: dict,
+               say) -> dict[str, np.ndarray]:
     """Classifier scores and nearest-training distances; per-point arrays to save."""
     sets = {"typical": st["x_typ"], "search": st["search"].final_outputs, "real": st["x_real"]}
     per_point: dict[str, np.ndarray] = {}
-    if labels is not None and cfg.classifier_epochs > 0:
+    if clf is None and labels is not None and cfg.classifier_epochs > 0:
         say("training the aberrance classifier")
         clf, acc = train_classifier(real, labels, epochs=cfg.classifier_epochs, seed=cfg.seed,
                                     progress=cfg.progress)
         details["classifier_heldout_accuracy"] = acc
+    if clf is not None:
         for name, x in sets.items():
             s = classifier_scores(clf, x)
             for score in ("confidence", "entropy"):
@@ -273,6 +341,8 @@ def analyze_generator(
     out_dir: str | Path,
     *,
     labels: Tensor | None = None,
+    heldout: Tensor | None = None,
+    classifier: torch.nn.Module | None = None,
     config: AnalysisConfig | None = None,
     latent_dim: int | None = None,
 ) -> dict:
@@ -281,6 +351,8 @@ def analyze_generator(
     Top-level keys of the returned dict (and ``results.json``), means in nats:
     ``loglik_typical``, ``loglik_search``, ``loglik_real`` (all inverted points),
     ``loglik_real_on_manifold`` (unflagged points only), ``loglik_gap_search_typical``,
+    ``real_on_manifold_fraction`` (the scored real points within the residual tolerance,
+    calibrated on training points unless ``config.residual_tol`` fixes it),
     and when ``labels`` are given ``classifier_confidence_{typical,search,real}`` and
     ``classifier_entropy_{typical,search,real}``; ``nearest_distance_{typical,search}``
     (RMS per entry). Details (standard errors, bits/dim, flags, classifier accuracy)
@@ -291,6 +363,11 @@ def analyze_generator(
         real: real data ``[N, ...]`` in ``G``'s output range.
         out_dir: folder for the artifacts (created).
         labels: optional class labels ``[N]`` of ``real`` for the aberrance classifier.
+        heldout: optional real points ``[M, ...]`` not used to fit ``G``; the real points
+            scored are drawn from them (else from ``real``, disjoint from the calibration
+            points).
+        classifier: a trained classifier of ``real``'s classes to score samples with
+            (instead of training one on ``real`` and ``labels``).
         config: budget (:class:`AnalysisConfig`).
         latent_dim: k (default ``G.latent_dim``).
     """
@@ -301,12 +378,17 @@ def analyze_generator(
     dtype = getattr(torch, cfg.dtype)
     G = copy.deepcopy(G).to(dtype).eval()  # the caller's module is left as it was
     real = real.to(dtype)
+    if heldout is not None:
+        if heldout.shape[1:] != real.shape[1:]:
+            raise ValueError(f"heldout points have shape {tuple(heldout.shape[1:])}, real "
+                             f"points {tuple(real.shape[1:])}")
+        heldout = heldout.to(dtype)
     n = math.prod(real.shape[1:])
     g = torch.Generator().manual_seed(cfg.seed)
     say = print if cfg.progress else (lambda *a, **kw: None)
 
-    results, details, state = _finding1(G, real, k, n, cfg, g, say)
-    per_point = _aberrance(real, labels, state, n, cfg, g, results, details, say)
+    results, details, state = _finding1(G, real, heldout, k, n, cfg, g, say)
+    per_point = _aberrance(real, labels, classifier, state, n, cfg, g, results, details, say)
     say("eigen-directions and traversals")
     figures, spectra = _finding2(G, k, n, state, cfg, g, out)
     figures += _finding1_figures(state, results, out)
