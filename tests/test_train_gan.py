@@ -19,7 +19,9 @@ from spectral_backprop.train import (
     train_gan,
 )
 from spectral_backprop.train import gan as gan_module
-from spectral_backprop.train.config import merge_dicts
+from spectral_backprop.train.config import ConfigError, merge_dicts
+from spectral_backprop.train.distributed import setup_distributed
+from spectral_backprop.train.gan import build_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,9 +77,10 @@ class _Interrupted(Exception):
     pass
 
 
-def test_resume_continues_bit_identically(tmp_path, ring, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_continues_bit_identically(tmp_path, ring, monkeypatch, ema):
     config = tiny_config(entropy={"weight": 0.1}, steps=60, ckpt_every=20, log_every=10,
-                         lr_schedule="cosine")
+                         lr_schedule="cosine", ema=ema)
     straight = train_gan(config, tmp_path / "straight", dataset=ring)
 
     real_save = gan_module.save_checkpoint
@@ -531,3 +534,31 @@ def test_generator_entropy_passes_the_run_generator_only_to_stochastic_paths(met
     term = EntropyTerm(weight=1.0, method=method, options=options)
     h = generator_entropy(G, z, term, torch.Generator().manual_seed(0))
     assert h.shape == () and torch.isfinite(h)
+
+
+def test_weight_average_follows_its_recursion_and_is_what_loads(tmp_path, ring):
+    """θ̄ after n steps equals the recursion θ̄ ← d·θ̄ + (1 − d)·θ over the live weights of
+    each step (replayed from runs of 1..n steps, which take the same steps), and the
+    run hands out (and load_gan_generator loads) the average, not the live weights."""
+    from spectral_backprop.train import load_gan_generator
+
+    d, n = 0.6, 3
+    lives = [build_state(tiny_config(ema=d), ring, setup_distributed("cpu")).G]
+    for steps in range(1, n + 1):
+        res = train_gan(tiny_config(ema=d, steps=steps), tmp_path / f"r{steps}", dataset=ring)
+        payload = torch.load(tmp_path / f"r{steps}" / "checkpoint.pt", weights_only=True)
+        live = build_state(tiny_config(ema=d), ring, setup_distributed("cpu")).G
+        live.load_state_dict(payload["modules"]["G"])
+        lives.append(live)
+    avg = {k: v.clone() for k, v in lives[0].state_dict().items()}
+    for live in lives[1:]:
+        for k, v in live.named_parameters():
+            avg[k] = d * avg[k] + (1 - d) * v.detach()
+    got = res.generator.state_dict()
+    for k, _ in lives[0].named_parameters():
+        torch.testing.assert_close(got[k], avg[k], rtol=1e-6, atol=1e-7)
+        assert not torch.equal(got[k], lives[-1].state_dict()[k])
+    loaded, _, _ = load_gan_generator(tmp_path / f"r{n}")
+    assert all(torch.equal(loaded.state_dict()[k], got[k]) for k in got)
+    with pytest.raises(ConfigError, match="ema"):
+        tiny_config(ema=1.0)

@@ -21,6 +21,7 @@ of :func:`g_step`; :class:`GANState` holds what a checkpoint saves.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,9 +138,26 @@ class GANState:
     rng: torch.Generator
     latent_dim: int
     dd: Distributed
+    G_ema: torch.nn.Module | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"G": self.G, "D": self.D}
+        mods = {"G": self.G, "D": self.D}
+        return mods if self.G_ema is None else {**mods, "G_ema": self.G_ema}
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator the run hands out: the weight average when there is one."""
+        return self.G if self.G_ema is None else self.G_ema
+
+    @torch.no_grad()
+    def update_average(self, decay: float) -> None:
+        """``θ̄ ← decay·θ̄ + (1 − decay)·θ``; buffers (normalisation statistics) copied."""
+        if self.G_ema is None:
+            return
+        for avg, live in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            avg.lerp_(live, 1.0 - decay)
+        for avg, live in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            avg.copy_(live)
 
     def optimizers(self) -> dict:
         return {"G": self.opt_g, "D": self.opt_d, "sched_G": self.sched_g,
@@ -170,8 +188,9 @@ def build_state(config: GANConfig, data: Dataset, dd: Distributed) -> GANState:
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.adam_betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.adam_betas)
     rng = torch.Generator().manual_seed(config.seed + 1)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if config.ema > 0 else None
     return GANState(G, D, opt_g, opt_d, make_schedule(opt_g, config.lr_schedule, config.steps),
-                    make_schedule(opt_d, config.lr_schedule, config.steps), rng, k, dd)
+                    make_schedule(opt_d, config.lr_schedule, config.steps), rng, k, dd, G_ema)
 
 
 def d_step(s: GANState, real: Tensor, z: Tensor, gamma: float) -> Tensor:
@@ -289,7 +308,7 @@ def train_gan(config: GANConfig, out_dir: str | Path, resume: bool = False,
         metrics = train_steps(s, config, data, out, resumed or 0, log)
     s.G.eval()
     s.D.eval()
-    return GANResult(s.G, s.D, data, s.latent_dim, config.steps, metrics, out)
+    return GANResult(s.sampler.eval(), s.D, data, s.latent_dim, config.steps, metrics, out)
 
 
 def train_steps(s: GANState, config: GANConfig, data: Dataset, out: Path, start: int,
@@ -307,6 +326,7 @@ def train_steps(s: GANState, config: GANConfig, data: Dataset, out: Path, start:
         z = s.latents(B)
         z_h = s.latents(config.entropy.batch) if beta > 0 else None
         g_adv, ent = g_step(s, z, z_h, beta, config.entropy)
+        s.update_average(config.ema)
         s.sched_g.step()
         s.sched_d.step()
 

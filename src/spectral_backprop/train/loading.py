@@ -24,7 +24,8 @@ __all__ = ["load_gan_generator"]
 def load_gan_generator(path: str | Path) -> tuple[torch.nn.Module, GANConfig, Dataset]:
     """``(G, config, dataset)`` from a GAN run folder or its ``checkpoint.pt``.
 
-    ``G`` is in eval mode, with ``G.latent_dim`` set; ``dataset`` is the run's training
+    ``G`` (the weight average when the run kept one) is in eval mode, with
+    ``G.latent_dim`` set; ``dataset`` is the run's training
     data, loaded again from its config (to score real data, say).
 
     Raises:
@@ -47,7 +48,9 @@ def load_gan_generator(path: str | Path) -> tuple[torch.nn.Module, GANConfig, Da
     data = load_dataset(config.dataset, **config.data_options)
     G, _, k = build_models(config, data)
     try:
-        G.load_state_dict(payload["modules"]["G"])
+        # A run with a weight average hands out the average (GANConfig.ema).
+        modules = payload["modules"]
+        G.load_state_dict(modules["G_ema"] if config.ema > 0 else modules["G"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{ckpt}: generator weights do not match its config: {err}"
                               ) from err
