@@ -37,9 +37,9 @@ def grads(loss, params):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, out, strict=True)]
 
 
-def test_loss_and_gradient_match_a_dense_float64_reference():
-    G, E = tiny_pair()
-    x = torch.randn(6, 5, dtype=torch.float64)
+def test_loss_and_gradient_match_a_dense_float64_reference(device):
+    G, E = (m.to(device) for m in tiny_pair())
+    x = torch.randn(6, 5, dtype=torch.float64, device=device)
     params = [*G.parameters(), *E.parameters()]
     loss, terms = manifold_loss(G, E, x, beta=3.0)
     ref, ref_nll = dense_reference_loss(G, E, x, 3.0)
@@ -47,6 +47,26 @@ def test_loss_and_gradient_match_a_dense_float64_reference():
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(grads(loss, params), grads(ref, params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_volume_points_give_an_unbiased_loss_and_gradient():
+    """With the log det on m of B points, the loss averaged over the B cyclic shifts of the
+    batch (each point equally often among the first m) is the full loss, and so is its
+    gradient; the points without a log det have NaN there."""
+    G, E = tiny_pair()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    params = [*G.parameters(), *E.parameters()]
+    full, _ = manifold_loss(G, E, x, beta=3.0)
+    shifted = [manifold_loss(G, E, x.roll(i, 0), beta=3.0, volume_points=2) for i in range(6)]
+    mean = torch.stack([loss for loss, _ in shifted]).mean()
+    torch.testing.assert_close(mean, full, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads(mean, params), grads(full, params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    terms = shifted[0][1]
+    assert terms.half_logdet[:2].isfinite().all() and terms.half_logdet[2:].isnan().all()
+    assert not torch.allclose(shifted[0][0], full)  # one subset alone differs
+    with pytest.raises(ValueError, match="volume_points must be in"):
+        manifold_loss(G, E, x, beta=3.0, volume_points=7)
 
 
 def test_terms_are_per_sample_and_distance_is_euclidean():
@@ -59,15 +79,15 @@ def test_terms_are_per_sample_and_distance_is_euclidean():
     assert torch.all(t.std_error == 0)
 
 
-def test_stochastic_gradient_agrees_with_exact_within_budget():
+def test_stochastic_gradient_agrees_with_exact_within_budget(device):
     """Budget: lanczos with 256 Rademacher probes on k = 4; the parameter gradient of the
     mean NLL is within 10% relative error (measured: 1.7% to 4.9% over probe seeds 0-4)
     with cosine > 0.99."""
-    G, E = tiny_pair(k=4, n=7)
-    x = torch.randn(8, 7, dtype=torch.float64)
+    G, E = (m.to(device) for m in tiny_pair(k=4, n=7))
+    x = torch.randn(8, 7, dtype=torch.float64, device=device)
     params = list(G.parameters())
     exact = torch.cat([g.flatten() for g in grads(manifold_terms(G, E, x).nll.mean(), params)])
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     nll = manifold_terms(G, E, x, method="lanczos", num_probes=256, generator=gen).nll
     est = torch.cat([g.flatten() for g in grads(nll.mean(), params)])
     rel = ((est - exact).norm() / exact.norm()).item()

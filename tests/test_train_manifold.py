@@ -31,17 +31,20 @@ def tiny(**kw) -> ManifoldConfig:
     return ManifoldConfig.from_dict(base | kw)
 
 
-@pytest.mark.parametrize("make", [lambda: circle(2000, 500),
-                                  lambda: sine(2000, 500, ambient_dim=10),
-                                  lambda: sphere(2000, 500)],
-                         ids=["circle", "sine10", "sphere"])
-def test_likelihood_phase_lowers_test_nll(tmp_path, make):
+@pytest.mark.parametrize(("make", "volume_points"),
+                         [(lambda: circle(2000, 500), None),
+                          (lambda: sine(2000, 500, ambient_dim=10), None),
+                          (lambda: sphere(2000, 500), None),
+                          (lambda: sphere(2000, 500), 16)],
+                         ids=["circle", "sine10", "sphere", "sphere-16-volume-points"])
+def test_likelihood_phase_lowers_test_nll(tmp_path, make, volume_points):
     """After a reconstruction-only half (the manifold on the data, its density arbitrary),
     the likelihood half lowers the test NLL towards the entropy, the manifold staying on
     the data. (Before the warm-up the test NLL means nothing: an untrained generator's
     tiny manifold has a huge density, and a negative NLL.)"""
     data = make()
-    config = tiny(steps=600, warmup=0.5, ramp=0.05, eval_every=300, ckpt_every=600)
+    config = tiny(steps=600, warmup=0.5, ramp=0.05, eval_every=300, ckpt_every=600,
+                  volume_points=volume_points)
     result = train_manifold(config, tmp_path, dataset=data)
     mid, end = [r for r in read_metrics(tmp_path) if "test_nll" in r]
     assert mid["step"] == 300 and end["test_nll"] < mid["test_nll"] - 0.05, (mid, end)
@@ -65,6 +68,8 @@ def test_likelihood_weight_schedule_and_bad_settings():
         ManifoldConfig(warmup=0.6, ramp=0.5)
     with pytest.raises(ConfigError, match="method"):
         ManifoldConfig(method="bogus")
+    with pytest.raises(ConfigError, match="volume_points"):
+        ManifoldConfig(batch_size=16, volume_points=17)
     with pytest.raises(ValueError, match="latent_dim"):
         train_manifold(tiny(), "/nonexistent/never-written", dataset=_plain_points())
 

@@ -122,7 +122,7 @@ def _decode(G, z: Tensor, x: Tensor) -> Tensor:
 
 
 def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str = "exact",
-                   **options) -> ManifoldTerms:
+                   volume_points: int | None = None, **options) -> ManifoldTerms:
     """The per-sample terms of ``L(x)`` (see the module docstring), differentiable.
 
     Gradients reach ``E``'s parameters through ``z`` (all three terms) and ``G``'s
@@ -134,6 +134,8 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
         x: data ``[B, n]`` or ``[B, C, H, W]``.
         prior: any object with ``log_prob`` (default standard normal).
         method: the log det estimator (``exact``, ``lanczos``, ``chebyshev``, ``auto``).
+        volume_points: compute the log det at the first ``m`` points only (``None``: all);
+            the others' ``half_logdet`` and ``nll`` are NaN. See :func:`manifold_loss`.
         **options: passed to the estimator (``chunk_size``, ``num_probes``, ``generator``,
             ``jitter``, ...); ``return_info`` is always used internally. An estimator
             registered with options named ``encoder`` and ``data`` (one that uses the
@@ -152,29 +154,48 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
     x_hat = _decode(G, z, x)
     if accepts_option(method, "encoder", z.shape[1], unchecked=False):
         options.setdefault("encoder", E)
+    m = x.shape[0] if volume_points is None else volume_points
+    if not 1 <= m <= x.shape[0]:
+        raise ValueError(f"volume_points must be in [1, {x.shape[0]}] (the batch), got {m}")
     if accepts_option(method, "data", z.shape[1], unchecked=False):
-        options.setdefault("data", x)
-    est = logdet_jtj(G, z, method=method, return_info=True, **options)
+        options.setdefault("data", x if m == x.shape[0] else x[:m])
+    est = logdet_jtj(G, z[:m], method=method, return_info=True, **options)
     assert isinstance(est, SpectralEstimate)
     half = 0.5 * est.value.to(x.dtype)
+    if m < x.shape[0]:
+        half = torch.cat([half, half.new_full((x.shape[0] - m,), float("nan"))])
     log_prior = prior_log_prob(prior, z)
     distance = (x - x_hat).flatten(1).norm(dim=1)
-    return ManifoldTerms(half - log_prior, log_prior, half, distance, z, x_hat,
-                         0.5 * est.std_error.detach())
+    se = 0.5 * est.std_error.detach()
+    if m < x.shape[0] and se.dim() == 1:
+        se = torch.cat([se, se.new_full((x.shape[0] - m,), float("nan"))])
+    return ManifoldTerms(half - log_prior, log_prior, half, distance, z, x_hat, se)
 
 
 def manifold_loss(G, E, x: Tensor, *, beta: float, likelihood_weight: float = 1.0,
-                  prior: object | None = None, method: str = "exact", **options
+                  prior: object | None = None, method: str = "exact",
+                  volume_points: int | None = None, **options
                   ) -> tuple[Tensor, ManifoldTerms]:
     """``mean_b [w · nll_b + β ‖x_b − x̂_b‖²]`` and the terms behind it.
 
     ``w = likelihood_weight`` (0: reconstruction only, as in a warm-up phase). With
     ``w = 0`` the log det is not computed (``half_logdet`` and ``nll`` are then NaN).
 
+    With ``volume_points = m`` the log det term is averaged over the first ``m`` points
+    of the batch only, the other terms over all ``B``:
+
+        w · [−mean_{b≤B} log p_Z(z_b) + ½ mean_{b≤m} log det J_bᵀJ_b]
+          + β · mean_{b≤B} ‖x_b − x̂_b‖²
+
+    For a batch drawn at random this is an unbiased estimate of the full-batch loss and
+    of its gradient, at ``m/B`` of the log det's cost (k products per point, exact): the
+    log det is the expensive term, the reconstruction the one that needs many points.
+
     Args:
         beta: weight of the squared reconstruction distance (must be ≥ 0).
         likelihood_weight: weight of the implicit NLL (must be ≥ 0).
         prior, method, **options: as for :func:`manifold_terms`.
+        volume_points: ``m`` above (``None``: every point).
     """
     if beta < 0 or likelihood_weight < 0:
         raise ValueError(f"beta and likelihood_weight must be >= 0, got {beta}, "
@@ -188,9 +209,14 @@ def manifold_loss(G, E, x: Tensor, *, beta: float, likelihood_weight: float = 1.
         terms = ManifoldTerms(nan, prior_log_prob(prior, z), nan, distance, z, x_hat,
                               torch.zeros((), dtype=distance.dtype))
         return beta * _squared_distance(x, x_hat).mean(), terms
-    terms = manifold_terms(G, E, x, prior=prior, method=method, **options)
+    terms = manifold_terms(G, E, x, prior=prior, method=method, volume_points=volume_points,
+                           **options)
     rec = _squared_distance(x, terms.x_hat).mean()
-    return likelihood_weight * terms.nll.mean() + beta * rec, terms
+    if volume_points is None or volume_points == x.shape[0]:
+        nll = terms.nll.mean()
+    else:
+        nll = terms.half_logdet[:volume_points].mean() - terms.log_prior.mean()
+    return likelihood_weight * nll + beta * rec, terms
 
 
 def _squared_distance(x: Tensor, x_hat: Tensor) -> Tensor:

@@ -80,6 +80,9 @@ class ManifoldConfig(_Config):
             common where an untrained generator folds) counts as singular and its sample
             drops out of the gradient; float64 costs little for small k.
         beta: β, weight of the squared reconstruction distance.
+        volume_points: points of each batch at which the log det is computed (``None``:
+            all); an unbiased estimate of the batch's volume term at a fraction of its
+            cost (:func:`~spectral_backprop.manifold.manifold_loss`).
         warmup: fraction of the steps trained on reconstruction only.
         ramp: fraction of the steps over which the likelihood weight then rises to 1.
         steps: Adam steps.
@@ -112,6 +115,7 @@ class ManifoldConfig(_Config):
     method_options: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float64"
     beta: float = 100.0
+    volume_points: int | None = None
     warmup: float = 0.1
     ramp: float = 0.1
     steps: int = 3000
@@ -135,6 +139,9 @@ class ManifoldConfig(_Config):
         self._check_positive("steps", "batch_size", "lr", "log_every", "ckpt_every",
                              "eval_samples")
         self._check_non_negative("beta", "warmup", "ramp", "eval_every")
+        if self.volume_points is not None and not 1 <= self.volume_points <= self.batch_size:
+            raise ConfigError("volume_points", f"must be in [1, batch_size = "
+                                               f"{self.batch_size}], got {self.volume_points}")
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ConfigError("latent_dim", f"must be positive, got {self.latent_dim}")
         check_estimator(self.method, self.method_options, "method_options")
@@ -247,8 +254,14 @@ def _train_step(s: _State, config: ManifoldConfig, x: Tensor, weight: float
     G, E = in_dtype(s.G, dtype), in_dtype(s.E, dtype)
     options = (_estimator_options(config.method, config.method_options, s.latent_dim, s.rng)
                if weight > 0 else {})
+    if weight > 0:
+        # check_method tested this architecture for batch coupling before the first step.
+        options.setdefault("check_coupling", False)
+    # Each process's share of the volume points (data-parallel runs split the batch).
+    m = (None if config.volume_points is None or weight == 0
+         else max(1, config.volume_points * x.shape[0] // config.batch_size))
     loss, terms = manifold_loss(G, E, x.to(dtype), beta=config.beta, likelihood_weight=weight,
-                                method=config.method, **options)
+                                method=config.method, volume_points=m, **options)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
     s.dd.average_gradients(s.parameters())
@@ -257,7 +270,7 @@ def _train_step(s: _State, config: ManifoldConfig, x: Tensor, weight: float
     values = {"loss": loss.item(), "distance": terms.distance.mean().item(),
               "likelihood_weight": weight}
     if weight > 0:
-        values["nll"] = terms.nll.mean().item()
+        values["nll"] = terms.nll.nanmean().item()  # the points with a log det
     return values
 
 
@@ -454,7 +467,7 @@ def save_manifold_pictures(result: ManifoldResult, out: str | Path,
     axes[0].scatter(coords[:, 0], coords[:, 1], s=2, alpha=0.3, label="held-out data")
     axes[0].scatter(x_hat[:, 0], x_hat[:, 1], s=2, alpha=0.3, label="G(E(x))")
     axes[0].set_aspect("equal")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper right")
     learned = -terms.nll.detach().cpu()
     if data.log_density is not None:
         truth = data.log_density(x.cpu())
