@@ -254,7 +254,8 @@ def _train_step(s: _State, config: ManifoldConfig, x: Tensor, weight: float
     G, E = in_dtype(s.G, dtype), in_dtype(s.E, dtype)
     options = (_estimator_options(config.method, config.method_options, s.latent_dim, s.rng)
                if weight > 0 else {})
-    if weight > 0:
+    if weight > 0 and accepts_option(config.method, "check_coupling", s.latent_dim,
+                                     unchecked=False):
         # check_method tested this architecture for batch coupling before the first step.
         options.setdefault("check_coupling", False)
     # Each process's share of the volume points (data-parallel runs split the batch).
