@@ -6,6 +6,8 @@ the ``--quick`` demo (shared with ``test_demo.py``) to get a real report.
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from spectral_backprop.report.tables import format_value
 from test_studies_demo import quick_demo_dir
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
@@ -59,6 +62,22 @@ def test_every_image_renders_and_screenshot(tmp_path_factory, tmp_path):
     widths = [int(w) for w in match.group(1).split(",") if w]
     assert len(widths) == n_img
     assert all(w > 0 for w in widths), f"images that did not render: {widths}"
+
+    # The numbers people read are the numbers in results.json: every summary cell and
+    # every finding's verdict, as the browser parsed them.
+    results = json.loads((report.parent / "results.json").read_text())
+    dom = result.stdout
+    summary = re.search(r'<section id="summary">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    assert summary, "no summary table in the rendered page"
+    rows = [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", tr)]
+            for tr in re.findall(r"<tr>(.*?)</tr>", summary.group(1))]
+    names = list(results["variants"])
+    expected = [[r["metric"], r["unit"], *(format_value(r[n]) for n in names)]
+                for r in results["summary"]]
+    assert rows == expected
+    verdicts = [html.unescape(v) for v in re.findall(r'<p class="verdict">This run: (.*?)</p>',
+                                                     dom)]
+    assert verdicts == [f["verdict"] for f in results["findings"]]
 
     shot = tmp_path / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1400,4000", "--hide-scrollbars",

@@ -190,6 +190,8 @@ def test_a_tampered_demo_report_holds_no_script(tmp_path):
         entry["class_counts"] = SCRIPTS[:3]
     results["config"] = {"steps": SCRIPTS[0], SCRIPTS[1]: 1}
     results["real_class_shares"] = SCRIPTS
+    results["findings"] = [{"key": SCRIPTS[0], "title": SCRIPTS[1], "verdict": SCRIPTS[2],
+                            "measured": SCRIPTS, "paper": SCRIPTS[3]}, SCRIPTS[4]]
     (root / "results.json").write_text(json.dumps(results))
     for name in ("gan", "entropy"):  # likelihood details, flagged fraction, means, config
         tamper(root / name / "analysis" / "results.json", keep=("figures",))

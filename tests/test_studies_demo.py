@@ -44,14 +44,25 @@ def test_quick_demo_end_to_end(tmp_path_factory, capsys):
     for key in ANALYZE_KEYS:
         assert isinstance(results[key], float)
     assert results["primary_variant"] == PRIMARY
-    assert set(results["variants"]) == {"gan", "entropy"}
-    for entry in results["variants"].values():
-        assert sum(entry["class_counts"]) == DemoConfig.quick().coverage_samples
+    assert set(results["variants"]) == {"ml", "gan", "entropy"}
+    for name, entry in results["variants"].items():
+        assert sum(entry["class_coverage"]["class_counts"]) == DemoConfig.quick().quality_samples
+        assert entry["fd"] > 0 and 0 <= entry["real_on_manifold_fraction"] <= 1
+        assert (entry["test_nll"] is None) == (name != "ml")
         assert (out / entry["samples_figure"]).is_file()
         assert (out / entry["analysis_dir"] / "arrays.npz").is_file()
-    assert {row["key"] for row in results["summary"]} >= set(ANALYZE_KEYS)
+    ml = results["variants"]["ml"]
+    assert isinstance(ml["test_nll"], float) and ml["reconstruction_rms_median"] > 0
+    ref = results["reference"]
+    assert ref["num_heldout"] == 500 and ref["num_train"] == 4500
+    assert 0 < ref["fd_train_vs_heldout"] < min(e["fd"] for e in results["variants"].values())
+    assert [f["key"] for f in results["findings"]] == ["quality", "search", "entropy", "ml",
+                                                      "directions"]
+    assert all(f["verdict"] and f["measured"] for f in results["findings"])
+    assert {row["key"] for row in results["summary"]} >= {*ANALYZE_KEYS, "fd", "test_nll",
+                                                         "real_on_manifold_fraction"}
     page = (out / "report.html").read_text()
-    assert page.count("<img ") >= 20
+    assert page.count("<img ") >= 25 and page.count("class='finding'") == 5
 
     # Re-running into the same folder reuses the finished training; other settings
     # are refused with a clear message instead of silently mixing two runs.
@@ -72,6 +83,10 @@ def test_config_validation_and_summary_text():
         DemoConfig(jobs=True)
     with pytest.raises(ValueError, match="n_search must not exceed n_typical"):
         DemoConfig(analysis={"n_search": 999})
+    with pytest.raises(ValueError, match="heldout must leave training digits"):
+        DemoConfig(heldout=5000)
+    with pytest.raises(ValueError, match="ml_beta must be positive"):
+        DemoConfig(ml_beta=0.0)
     assert DemoConfig.quick(steps=5).steps == 5 and DemoConfig.quick().jobs == 1
     results = {"variants": {"gan": {"label": "GAN"}, "entropy": {"label": "GAN + entropy"}},
                "summary": [{"key": "loglik_typical", "metric": "log-likelihood", "unit": "nats",

@@ -168,7 +168,7 @@ def plot_spectra(eigenvalues: Any, path: str | Path, *, title: str = "spectra of
     ax.set_xlabel("rank i")
     ax.set_ylabel("λ_i(JᵀJ)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return save_figure(fig, path)
 
 
@@ -185,5 +185,5 @@ def plot_search(steps: Any, log_likelihood: Any, path: str | Path, *,
         ax.axhline(value, ls="--", color=color, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("log p_G (nats)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return save_figure(fig, path)

@@ -70,7 +70,7 @@ def loglik_histograms(variants: Sequence[Variant]) -> bytes | None:
                 ax.axvline(x.mean(), color=color, lw=1.5)
         ax.set_title(_text(v.label), fontsize=9)
         ax.set_xlabel("log p_G(x)  (nats; vertical lines: means)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     axes[0][0].set_ylabel("density")
     return png_bytes(fig)
 
@@ -98,21 +98,28 @@ def spectra_overlay(variants: Sequence[Variant]) -> bytes | None:
     ax.set_xlabel("rank i")
     ax.set_ylabel("λ_i")
     ax.set_title("spectra of JᵀJ", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     return png_bytes(fig)
 
 
 def training_curves(variants: Sequence[Variant]) -> bytes | None:
-    """Discriminator and generator losses, and the entropy estimate, against step."""
+    """Training figures against step: the GANs' losses and entropy estimate, the
+    maximum-likelihood model's NLL and reconstruction distance."""
     have = [v for v in variants if v.metrics]
     if not have:
         return None
     panels = [("d_loss", "discriminator loss"), ("g_loss", "generator loss (adversarial)"),
-              ("entropy", "entropy estimate H[p_G] (nats)")]
+              ("entropy", "entropy estimate H[p_G] (nats)"),
+              ("nll", "implicit NLL of training digits (nats)"),
+              ("distance", "reconstruction distance ‖x − G(E(x))‖")]
     panels = [p for p in panels if any(p[0] in m for v in have for m in v.metrics)]
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 2.8), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
         for v, color in zip(have, COLORS, strict=False):
             pts = [(m["step"], m[key]) for m in v.metrics
                    if _number(m.get("step")) and _number(m.get(key))]
@@ -121,7 +128,7 @@ def training_curves(variants: Sequence[Variant]) -> bytes | None:
                 ax.plot(s, y, color=color, lw=1.2, label=_text(v.label))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     return png_bytes(fig)
 
 
@@ -152,5 +159,5 @@ def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | Non
     ax.set_xticks(np.arange(n_cls))
     ax.set_xlabel("predicted digit class")
     ax.set_ylabel("share of samples")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     return png_bytes(fig)

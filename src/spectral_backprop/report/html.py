@@ -43,15 +43,18 @@ th:first-child,td:first-child{text-align:left}thead th{background:#f6f6f6}
 pre{background:#f6f6f6;padding:10px;font-size:12px;overflow:auto;max-height:360px}
 h3{font-size:16px;margin:12px 0 4px}
 .wide img{width:100%}.wide{max-width:760px}
+.finding{border-left:4px solid #4a7bd0;padding:2px 12px;margin:12px 0;max-width:1000px}
+.finding .verdict{font-weight:600}.finding .paper{color:#555;font-style:italic;font-size:14px}
+.finding ul{margin:4px 0 4px 18px;padding:0;font-size:14px}
 """
 
 INTRO = (
     "The implicit likelihood of a generator, log p<sub>G</sub>(G(z)) = log p<sub>Z</sub>(z) "
     "− ½ log det J<sup>T</sup>J, made differentiable by spectral backpropagation "
-    "(Ramesh &amp; LeCun 2018, arXiv 1806.00499). Finding 1: gradient ascent on it in latent "
-    "space reaches likelihoods far above typical samples with outputs that look like no "
-    "digit. Finding 2: the top eigenvectors of J<sup>T</sup>J move the output along "
-    "interpretable factors."
+    "(Ramesh &amp; LeCun 2018, arXiv 1806.00499). The paper reports that gradient ascent "
+    "on it in latent space reaches outputs of very high likelihood that look like no "
+    "digit, and that the top eigenvectors of J<sup>T</sup>J act as interpretable factors. "
+    "What this run measured is below, each finding with its numbers and a verdict."
 )
 
 
@@ -93,6 +96,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _findings(art: Artifacts) -> str:
+    """The run's findings (``results.json``'s ``findings``), each with its verdict."""
+    found = art.results.get("findings")
+    if not isinstance(found, list):
+        return ""
+    blocks = []
+    for f in found:
+        if not isinstance(f, dict):
+            continue
+        measured = f.get("measured") if isinstance(f.get("measured"), list) else []
+        blocks.append(
+            f"<div class='finding' data-key='{html.escape(str(f.get('key', '')))}'>"
+            f"<h3>{html.escape(str(f.get('title', '')))}</h3>"
+            f"<p class='verdict'>This run: {html.escape(str(f.get('verdict', '')))}</p><ul>"
+            + "".join(f"<li>{html.escape(str(m))}</li>" for m in measured)
+            + f"</ul><p class='paper'>Paper: {html.escape(str(f.get('paper', '')))}</p></div>")
+    return "".join(blocks)
+
+
 def _summary(art: Artifacts) -> str:
     metrics = {v.name: flat_metrics(v.analysis, v.info) for v in art.variants}
     rows = summary_rows(metrics)
@@ -124,23 +146,35 @@ def _likelihood_details(art: Artifacts) -> str:
                   rows)
 
 
+SAMPLES_CAPTION = ("random samples G(z), z ~ N(0, I). Look for: digits you can name, "
+                   "and every class among them")
+ENCODER_CAPTION = ("top: random samples G(z); middle: held-out digits x; bottom: their "
+                   "reconstructions G(E(x)). Look for: the same digit in the middle and "
+                   "bottom rows (the manifold reaches held-out digits) and nameable digits "
+                   "on top")
+
+
 def _samples(art: Artifacts) -> str:
     cells = []
     for v in art.variants:
         path = v.samples if v.samples is not None else v.figure("typical.png")
+        caption = ENCODER_CAPTION if v.info.get("kind") == "maximum likelihood" else SAMPLES_CAPTION
         cells.append(f"<div><h3>{html.escape(v.label)}</h3>"
-                     + _file_figure(path, "random samples G(z), z ~ N(0, I)") + "</div>")
+                     + _file_figure(path, caption) + "</div>")
     real = art.variants[0].figure("real.png")
     real_html = ""
     if real is not None:
         real_html = ('<div class="wide">'
-                     + _file_figure(real, "real training digits, for comparison") + "</div>")
+                     + _file_figure(real, "real digits (held out in the demo), for "
+                                          "comparison with the samples") + "</div>")
     coverage = figures.class_coverage(art.variants, art.results.get("real_class_shares"))
     text = ""
     if coverage is not None:
         text = ("<p class='note'>A classifier trained on the real digits labels generated "
                 "samples; a generator that drops modes leaves classes empty.</p>"
-                + _figure(coverage, "predicted class shares of generated samples"))
+                + _figure(coverage, "predicted class shares of generated samples. Look for: "
+                          "bars near the real digits' shares; an empty class is a dropped "
+                          "mode"))
     return _columns(cells) + real_html + text
 
 
@@ -157,36 +191,47 @@ def render_html(art: Artifacts) -> str:
     vs = art.variants
     labels = ", ".join(html.escape(v.label) for v in vs)
     sections = [
+        ("findings", "What this run found", _findings(art)),
         ("summary", "Summary", _summary(art)
          + "<p class='note'>Log-likelihoods are densities on the generator's manifold "
            "(k-dimensional volume, pixels in [−1, 1]); they compare points under one "
-           "generator. Real digits are scored at the latent that reconstructs them best; "
-           "flagged points lie far from the manifold.</p>"),
+           "generator, not across generators. Real digits are scored at the latent that "
+           "reconstructs them best. A real digit is on the manifold when its residual is "
+           "within the tolerance calibrated on training digits (a quantile of their "
+           "residuals): the fraction asks whether unseen digits lie as close to the "
+           "manifold as the digits it was fitted to.</p>"),
         ("samples", "Samples", _samples(art)),
         ("likelihood", "Likelihoods",
          _figure(figures.loglik_histograms(vs),
-                 "implicit log-likelihood of typical samples, search outputs and real digits")
-         + _per_variant(vs, "search_loglik.png", "log-likelihood along the search")
+                 "implicit log-likelihood of typical samples, search outputs and real digits. "
+                 "Look for: how far right the search outputs sit, and where real digits fall")
+         + _per_variant(vs, "search_loglik.png", "log-likelihood along the search. Look for: "
+                       "a rise that levels off, above the typical-sample line")
          + _likelihood_details(art)),
         ("search", "High-likelihood search (finding 1)",
          "<p class='note'>Gradient ascent on log p<sub>Z</sub>(z) − ½ log det "
          "J<sup>T</sup>J by spectral backpropagation, one row per chain, left to right "
          "along the search.</p>"
-         + _per_variant(vs, "search_trajectory.png", "search trajectory (left: start)")
-         + _per_variant(vs, "search_final.png", "outputs at the end of the search")),
+         + _per_variant(vs, "search_trajectory.png", "search trajectory (left: start). Look for: "
+                       "whether digits stay digits as the likelihood rises")
+         + _per_variant(vs, "search_final.png", "outputs at the end of the search. Look for: "
+                       "blank, smeared or repeated strokes (aberrant) against clean digits")),
         ("traversals", "Eigen-direction traversals (finding 2)",
          "<p class='note'>Rows: the top eigenvectors of J<sup>T</sup>J at one latent "
          "(local), of E<sub>z</sub>[J<sup>T</sup>J] (global), and curved paths that keep "
          "following the leading eigenvector.</p>"
          + _per_variant(vs, "traverse_local_0.png", "local eigen-directions, latent 1")
          + _per_variant(vs, "traverse_local_1.png", "local eigen-directions, latent 2")
-         + _per_variant(vs, "traverse_global.png", "global eigen-directions")
+         + _per_variant(vs, "traverse_global.png", "global eigen-directions. Look for: one "
+                       "attribute (slant, width, thickness) changing along a row")
          + _per_variant(vs, "eigen_path.png", "paths along the leading eigenvector")),
         ("spectra", "Spectra of JᵀJ",
-         _figure(figures.spectra_overlay(vs), "eigenvalues of JᵀJ, all variants")
+         _figure(figures.spectra_overlay(vs), "eigenvalues of JᵀJ, all variants. Look for: "
+                 "how fast they fall; a steep fall means few directions move the output")
          + _per_variant(vs, "spectra.png", "eigenvalues at typical latents")),
         ("training", "Training",
-         _figure(figures.training_curves(vs), "training curves")),
+         _figure(figures.training_curves(vs), "training curves. Look for: losses that settle, "
+                 "not ones that diverge or oscillate wildly")),
         ("run", "Run", _run_info(art)),
     ]
     sections = [(a, t, body) for a, t, body in sections if body]

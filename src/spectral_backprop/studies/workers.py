@@ -39,14 +39,16 @@ def _state(fut: Future, step: int, total: int) -> str:
     return "analysing" if step >= total else "training"
 
 
-def _watch(futures: dict[str, Future], metrics: dict[str, Path], total: int, show: bool) -> None:
-    bars = {name: progress(total=total, desc=f"{name:>8} train", disable=not show, position=i)
+def _watch(futures: dict[str, Future], metrics: dict[str, Path], totals: dict[str, int],
+           show: bool) -> None:
+    bars = {name: progress(total=totals[name], desc=f"{name:>8} train", disable=not show,
+                           position=i)
             for i, name in enumerate(futures)}
     while True:
         for name, bar in bars.items():
             step = last_step(metrics[name])
             bar.update(step - bar.n)
-            bar.set_postfix_str(_state(futures[name], step, total))
+            bar.set_postfix_str(_state(futures[name], step, totals[name]))
         if all(f.done() for f in futures.values()):
             break
         time.sleep(1.0)
@@ -55,7 +57,8 @@ def _watch(futures: dict[str, Future], metrics: dict[str, Path], total: int, sho
 
 
 def run_in_workers(fn: Callable[..., Any], jobs: dict[str, tuple], *, max_workers: int,
-                   metrics: dict[str, Path], total_steps: int, show: bool = True,
+                   metrics: dict[str, Path], total_steps: int | dict[str, int],
+                   show: bool = True,
                    on_failure: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``{name: fn(*args)}`` for ``jobs = {name: args}``, in ``max_workers`` processes.
 
@@ -64,14 +67,16 @@ def run_in_workers(fn: Callable[..., Any], jobs: dict[str, tuple], *, max_worker
         jobs: arguments per job.
         max_workers: processes at once.
         metrics: per job, the ``metrics.jsonl`` whose last step shows its progress.
-        total_steps: the step at which a job's training is done.
+        total_steps: the step at which a job's training is done (one for all, or per job).
         show: print progress.
         on_failure: called with a job's name before its exception is re-raised.
     """
     results: dict[str, Any] = {}
     with ProcessPoolExecutor(max_workers=max_workers, mp_context=get_context("spawn")) as pool:
         futures = {name: pool.submit(fn, *args) for name, args in jobs.items()}
-        _watch(futures, metrics, total_steps, show)
+        totals = (total_steps if isinstance(total_steps, dict)
+                  else dict.fromkeys(jobs, total_steps))
+        _watch(futures, metrics, totals, show)
         for name, fut in futures.items():
             try:
                 results[name] = fut.result()
