@@ -15,11 +15,16 @@ from spectral_backprop.spectral import (
     METHODS,
     STOCHASTIC_OPTIONS,
     SingularMetricWarning,
+    auto_choice,
     register_method,
     spectral_sum,
 )
 from spectral_backprop.spectral.exact import exact_spectral_sum
-from spectral_backprop.spectral.stochastic import DEFAULT_NUM_PROBES, DEFAULT_TOL
+from spectral_backprop.spectral.stochastic import (
+    DEFAULT_NUM_PROBES,
+    DEFAULT_TOL,
+    stochastic_spectral_sum,
+)
 
 BUILT_IN = ["exact", "lanczos", "chebyshev", "auto"]
 
@@ -33,11 +38,13 @@ def test_option_sets_are_the_estimators_keywords():
     assert EXACT_OPTIONS == {"chunk_size", "jitter", "on_singular", "rank_tol", "return_info",
                              "check_coupling"}
     assert CORE_OPTIONS == {"return_info", "jitter", "on_singular", "check_coupling"}
-    assert {"num_probes", "num_matvecs", "tol", "probes", "generator", "deflate",
-            "on_nonconvergence", "symmetric"} <= STOCHASTIC_OPTIONS
+    assert {"num_probes", "num_matvecs", "tol", "rtol", "max_probes", "probes", "generator",
+            "deflate", "on_nonconvergence", "symmetric"} <= STOCHASTIC_OPTIONS
     assert "method" not in STOCHASTIC_OPTIONS
     assert METHOD_OPTIONS["auto"] == EXACT_OPTIONS | STOCHASTIC_OPTIONS
     assert DEFAULT_NUM_PROBES == 8 and DEFAULT_TOL == 1e-2  # what benchmarks import
+    # the default stopping rule is the adaptive one; tol is an explicit override
+    assert inspect.signature(stochastic_spectral_sum).parameters["tol"].default is None
 
 
 @pytest.mark.parametrize("method", BUILT_IN)
@@ -109,17 +116,22 @@ def test_unknown_options_raise_for_every_method(method):
 
 def test_auto_warns_about_options_for_the_path_not_taken():
     G, z = mlp_generator(), torch.randn(2, 3, dtype=torch.float64)
-    with pytest.warns(UserWarning, match=r"chose 'exact' \(k=3 < AUTO_CROSSOVER=128\); "
-                                         "option 'generator'"):
-        est = logdet_jtj(G, z, method="auto", generator=_rng(), jitter=0.0, return_info=True)
+    with pytest.warns(UserWarning, match=r"chose 'exact' \(k=3 < AUTO_CROSSOVER=64\); "
+                                         "option 'num_probes'"):
+        est = logdet_jtj(G, z, method="auto", num_probes=4, jitter=0.0, return_info=True)
     assert est.info["method"] == "exact"
-    Gb = torch.nn.Linear(AUTO_CROSSOVER, 2 * AUTO_CROSSOVER).double()
-    zb = torch.randn(1, AUTO_CROSSOVER, dtype=torch.float64)
-    with pytest.warns(UserWarning, match=r"chose 'lanczos' \(k=128 >= AUTO_CROSSOVER=128\); "
-                                         "option 'chunk_size'"):
-        est = logdet_jtj(Gb, zb, method="auto", chunk_size=8, generator=_rng(),
-                         return_info=True)
-    assert est.info["method"] == "lanczos"
+    k = 2 * AUTO_CROSSOVER  # a diagonal map: products cost O(k), the dense algebra O(k³)
+    d = torch.linspace(1.0, 2.0, k, dtype=torch.float64)
+    zb = torch.randn(1, k, dtype=torch.float64)
+
+    def G(u):
+        return u * d + 0.1 * u.sin()
+
+    path, costs = auto_choice(G, zb)  # measured once, cached for G: the call below agrees
+    with pytest.warns(UserWarning, match=rf"chose '{path}' \(predicted .* s for 'exact', "
+                                         r".* s for 'lanczos'\); option "):
+        logdet_jtj(G, zb, method="auto",
+                   **({"chunk_size": 8} if path == "lanczos" else {"num_probes": 4}))
 
 
 def test_registered_methods_are_checked_by_their_signature_or_declared_options():

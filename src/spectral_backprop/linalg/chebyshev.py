@@ -36,6 +36,7 @@ __all__ = [
     "chebyshev_degree",
     "chebyshev_error",
     "chebyshev_recurrence",
+    "chebyshev_tail",
     "degree_from_error",
 ]
 
@@ -64,6 +65,24 @@ def chebyshev_coefficients(
     return c
 
 
+def chebyshev_tail(
+    f: Fn, a: Tensor, b: Tensor, max_degree: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Coefficients, absolute tails and scale of ``f``'s series on ``[a, b]``.
+
+    From the interpolant at twice the degree (so that aliasing does not hide the tail):
+    ``c[B, max_degree + 1]``, ``tail[B, max_degree + 1]`` with ``tail[:, d] = Σ_{j>d} |c_j|``,
+    which bounds the uniform error of the series truncated at degree ``d`` on ``[a, b]``
+    (``|T_j| ≤ 1`` there; Trefethen, *Approximation Theory and Approximation Practice*,
+    ch. 4 and 8), and ``scale[B] ≈ max |f|``.
+    """
+    c = chebyshev_coefficients(f, a, b, 2 * max_degree + 1)
+    mag = c.abs()
+    tail = mag.flip(-1).cumsum(-1).flip(-1)  # tail[j] = Σ_{i≥j} |c_i|
+    scale = (mag[:, 0] + mag.amax(-1)).clamp_min(torch.finfo(c.dtype).tiny)  # ≈ max |f|
+    return c[:, : max_degree + 1], tail[:, 1 : max_degree + 2], scale
+
+
 def chebyshev_error(
     f: Fn | Sequence[Fn], a: Tensor, b: Tensor, max_degree: int
 ) -> Tensor:
@@ -77,10 +96,8 @@ def chebyshev_error(
     """
     if not callable(f):
         return torch.stack([chebyshev_error(g, a, b, max_degree) for g in f]).amax(0)
-    c = chebyshev_coefficients(f, a, b, 2 * max_degree + 1).abs()
-    tail = c.flip(-1).cumsum(-1).flip(-1)  # tail[j] = Σ_{i≥j} |c_i|
-    scale = (c[:, 0] + c.amax(-1)).clamp_min(torch.finfo(c.dtype).tiny)  # ≈ max |f|
-    return tail[:, 1 : max_degree + 2] / scale[:, None]
+    _, tail, scale = chebyshev_tail(f, a, b, max_degree)
+    return tail / scale[:, None]
 
 
 def chebyshev_degree(
@@ -122,6 +139,7 @@ def chebyshev_recurrence(
     b: Tensor,
     forms: Sequence[Tensor] = (),
     vectors: Sequence[Tensor] = (),
+    stop: Callable[[int, list[Tensor], list[Tensor]], bool] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], Tensor]:
     """Evaluate Chebyshev series on probes ``X[B, k, c]`` in one pass of the recurrence.
 
@@ -135,6 +153,9 @@ def chebyshev_recurrence(
         forms: coefficient tensors ``c[B, d+1]``; for each, ``Σ_j c_j xᵀ T_j(M̃) x``
             per column, ``[B, c]``.
         vectors: coefficient tensors; for each, ``Σ_j c_j T_j(M̃) x``, ``[B, k, c]``.
+        stop: optional ``stop(j, forms_so_far, vectors_so_far) -> bool``, called after the
+            term of degree ``j ≥ 1`` is added; ``True`` ends the recurrence there (an
+            adaptive degree: the caller records ``j``).
 
     Returns:
         ``(quadratic_forms, vectors, growth)``; ``growth[B, c]`` is ``max_j ‖T_j(M̃)x‖/‖x‖``,
@@ -164,6 +185,8 @@ def chebyshev_recurrence(
         xw = (X * w).sum(1)
         q_out = [q + coeff(c, j) * xw for q, c in zip(q_out, forms, strict=True)]
         v_out = [v + coeff(c, j)[:, None] * w for v, c in zip(v_out, vectors, strict=True)]
+        if stop is not None and stop(j, q_out, v_out):
+            break
         if j < degree:
             w_prev, w = w, 2 * scaled(w) - w_prev
     return q_out, v_out, growth

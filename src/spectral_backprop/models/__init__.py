@@ -18,6 +18,7 @@ from spectral_backprop.models.coupling import AffineCoupling, CouplingGenerator,
 from spectral_backprop.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from spectral_backprop.models.encoders import ConvEncoder, MLPEncoder, build_manifold_pair
 from spectral_backprop.models.mlp import MLPDiscriminator, MLPGenerator, activation, mlp
+from spectral_backprop.models.zoo import ZOO_FAMILIES, zoo_generator
 
 ARCHITECTURES = ("auto", "mlp", "dcgan")
 
@@ -73,8 +74,10 @@ __all__ = [
     "MLPEncoder",
     "MLPGenerator",
     "SplineCoupling",
+    "ZOO_FAMILIES",
     "activation",
     "build_gan",
     "build_manifold_pair",
     "mlp",
+    "zoo_generator",
 ]

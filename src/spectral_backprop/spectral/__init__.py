@@ -26,7 +26,12 @@ Example:
 
 from __future__ import annotations
 
-from .diagnostics import NonConvergenceError, NonConvergenceWarning, SingularMetricWarning
+from .diagnostics import (
+    AccuracyNotMetWarning,
+    NonConvergenceError,
+    NonConvergenceWarning,
+    SingularMetricWarning,
+)
 from .estimate import SpectralEstimate
 from .exact import exact_spectral_sum
 from .functions import SPECTRAL_FUNCTIONS, SpectralFunction, resolve_function
@@ -38,7 +43,9 @@ from .registry import (
     METHOD_OPTIONS,
     METHODS,
     STOCHASTIC_OPTIONS,
+    AutoCosts,
     accepts_option,
+    auto_choice,
     auto_spectral_sum,
     logdet_jtj,
     register_method,
@@ -49,6 +56,7 @@ from .stochastic import chebyshev_spectral_sum, lanczos_spectral_sum, stochastic
 
 __all__ = [
     "AUTO_CROSSOVER",
+    "AccuracyNotMetWarning",
     "CORE_OPTIONS",
     "EXACT_OPTIONS",
     "METHODS",
@@ -60,7 +68,9 @@ __all__ = [
     "SingularMetricWarning",
     "SpectralEstimate",
     "SpectralFunction",
+    "AutoCosts",
     "accepts_option",
+    "auto_choice",
     "auto_spectral_sum",
     "canonical_signs",
     "chebyshev_spectral_sum",

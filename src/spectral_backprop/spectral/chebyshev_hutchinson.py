@@ -16,6 +16,20 @@ the symmetric split) the vector ``M^{-1}x`` comes from conjugate gradients inste
 whose residual is checkable, not from a series whose accuracy near ``a`` depends on
 the bound. If ``‖T_j(M̃)x‖`` exceeds ``‖x‖``, the
 interval missed part of the spectrum and the column is reported as not converged.
+
+**The adaptive degree** (``budget`` given; the default of ``method="chebyshev"``). The
+value series is the degree-``D`` interpolant's (``D = MAX_DEGREE``, or less where its
+tail is at rounding level) truncated where the recurrence stops; truncated at degree
+``j`` its error on a vector is at most ``‖x‖² Σ_{i>j}|c_i|`` (a bound, given that
+``[a, b]`` holds the spectrum, which the recurrence certifies). The recurrence stops
+at the first degree where that bound is within the budget of every column
+(:data:`~.quadratic.ErrorBudget`, from :mod:`.stochastic`) and the gradient's series
+(degree fixed beforehand from ``vector_tol``) is complete. The spread the budget needs
+comes from the partial sums and from ``2(‖g(M)x‖² − (xᵀg(M)x)²/‖x‖²)`` (the series of
+``g`` is summed as a vector too). A higher degree makes a missed interval visible (the
+recurrence grows exponentially outside ``[a, b]``): the samples whose recurrence grew
+are then run again with ``a`` lowered fourfold, at most twice, and reported if it
+still grows.
 """
 
 from __future__ import annotations
@@ -30,10 +44,12 @@ from ..linalg.chebyshev import (
     chebyshev_coefficients,
     chebyshev_error,
     chebyshev_recurrence,
+    chebyshev_tail,
     degree_from_error,
 )
 from .functions import SpectralFunction
-from .quadratic import QuadraticForms
+from .quadratic import ErrorBudget, QuadraticForms
+from .slq import rounding_floor
 
 __all__ = ["MAX_DEGREE", "MAX_USER_DEGREE", "chebyshev_forms"]
 
@@ -55,6 +71,8 @@ def chebyshev_forms(
     vector_fn: Callable[[Tensor], Tensor] | None,
     solve: bool,
     cg_iters: int,
+    budget: ErrorBudget | None = None,
+    vector_tol: float = 1e-2,
 ) -> QuadraticForms:
     """Chebyshev–Hutchinson quadratic forms for every column of ``X[B, k, c]``.
 
@@ -71,7 +89,17 @@ def chebyshev_forms(
         vector_fn: ``h``, to also return ``h(M) x`` (``None``: value only).
         solve: ``h = 1/x``: compute ``M^{-1} x`` by CG instead of a series.
         cg_iters: CG budget when ``solve``.
+        budget: with ``tol=None`` and no ``num_matvecs``: the adaptive degree (module
+            docstring).
+        vector_tol: the adaptive rule's tolerance of the gradient's series and of CG.
     """
+    if tol is None:
+        if budget is None:
+            raise ValueError("chebyshev_forms needs tol or a budget")
+        if num_matvecs is None:
+            return _adaptive_forms(matvec, X, fn, bounds, vector_fn, solve, cg_iters, budget,
+                                   vector_tol)
+        tol = vector_tol  # a fixed degree: only CG has a tolerance left
     a, b = bounds
     series = [fn.g] + ([vector_fn] if vector_fn is not None and not solve else [])
     cap = MAX_DEGREE if num_matvecs is None else num_matvecs
@@ -95,4 +123,84 @@ def chebyshev_forms(
     converged = (residual <= tol) & (growth <= 1 + _GROWTH_SLACK)
     # A spectrum outside [a, b] makes the series meaningless: report it as the residual.
     residual = torch.where(growth > 1 + _GROWTH_SLACK, torch.maximum(residual, growth), residual)
+    return QuadraticForms(forms[0], vectors, iterations, residual, converged, matvecs, extra)
+
+
+_RETRIES = 2  # a fourfold lower a, at most twice, where the recurrence grew
+
+
+def _adaptive_forms(matvec, X: Tensor, fn: SpectralFunction, bounds: tuple[Tensor, Tensor],
+                    vector_fn, solve: bool, cg_iters: int, budget: ErrorBudget,
+                    vector_tol: float) -> QuadraticForms:
+    """The adaptive degree of the module docstring, with the interval repaired."""
+    a, b = bounds
+    forms = _adaptive_once(matvec, X, fn, (a, b), vector_fn, solve, cg_iters, budget,
+                           vector_tol)
+    spent = forms.matvecs
+    for _ in range(_RETRIES):
+        grew = (forms.extra["growth"] > 1 + _GROWTH_SLACK).any(-1)
+        if not bool(grew.any()):
+            break
+        a = torch.where(grew, a / 4, a)
+        forms = _adaptive_once(matvec, X, fn, (a, b), vector_fn, solve, cg_iters, budget,
+                               vector_tol)
+        spent += forms.matvecs
+    forms.matvecs = spent
+    return forms
+
+
+def _adaptive_once(matvec, X: Tensor, fn: SpectralFunction, bounds: tuple[Tensor, Tensor],
+                   vector_fn, solve: bool, cg_iters: int, budget: ErrorBudget,
+                   vector_tol: float) -> QuadraticForms:
+    """One pass of the adaptive degree on ``[a, b]``."""
+    a, b = bounds
+    k = X.shape[1]
+    floor = rounding_floor(X.dtype, k)
+    vector_tol = max(vector_tol, floor)
+    coeff_g, tail, scale = chebyshev_tail(fn.g, a, b, MAX_DEGREE)
+    # Past the degree where the tail reaches rounding level nothing more can be had.
+    top = min(degree_from_error(tail / scale[:, None], floor), MAX_DEGREE)
+    coeff_g = coeff_g[:, : top + 1]
+    vector_series = vector_fn is not None and not solve
+    series = []
+    if vector_series:
+        h_degree = min(degree_from_error(chebyshev_error(vector_fn, a, b, MAX_DEGREE),
+                                         vector_tol), MAX_DEGREE)
+        series.append(chebyshev_coefficients(vector_fn, a, b, h_degree))
+    else:
+        h_degree = 0
+    norm2 = X.pow(2).sum(1)  # [B, c]
+    state = {"degree": max(top, h_degree), "error": None, "allowed": None}
+
+    def stop(j: int, forms: list[Tensor], vectors: list[Tensor]) -> bool:
+        q, gx = forms[0], vectors[-1]
+        error = norm2 * tail[:, min(j, top), None]
+        spread2 = 2 * (gx.pow(2).sum(1) - q.pow(2) / norm2.clamp_min(torch.finfo(q.dtype).tiny))
+        allowed = budget(q, spread2.clamp_min(0), error)
+        state.update(degree=j, error=error, allowed=allowed)
+        return j >= h_degree and bool(((error <= allowed) | (j >= top)).all())
+
+    forms, vecs, growth = chebyshev_recurrence(matvec, X, a, b, [coeff_g], [*series, coeff_g],
+                                               stop=stop)
+    degree = state["degree"]
+    error = state["error"] if state["error"] is not None else norm2 * tail[:, :1]
+    allowed = state["allowed"] if state["allowed"] is not None else torch.zeros_like(error)
+    tiny = torch.finfo(error.dtype).tiny
+    value_ok = (error <= allowed) | (degree >= top)
+    residual = torch.where(value_ok, torch.zeros_like(error), error / allowed.clamp_min(tiny))
+    vectors = vecs[0] if vector_series else None
+    matvecs = degree * X.shape[-1]
+    iterations = torch.full_like(growth, degree, dtype=torch.long)
+    extra = {"degree": degree, "interval": (a, b), "growth": growth, "error": error}
+    vector_ok = torch.ones_like(value_ok)
+    if vector_fn is not None and solve:
+        cg = conjugate_gradient(matvec, X, max_iters=cg_iters, tol=vector_tol)
+        vectors, matvecs = cg.solution, matvecs + cg.matvecs
+        iterations = iterations + cg.iterations
+        residual = torch.maximum(residual, cg.residual / vector_tol)
+        vector_ok = cg.converged
+        extra["cg_iterations"] = cg.iterations
+    inside = growth <= 1 + _GROWTH_SLACK
+    converged = value_ok & vector_ok & inside
+    residual = torch.where(inside, residual, torch.maximum(residual, growth))
     return QuadraticForms(forms[0], vectors, iterations, residual, converged, matvecs, extra)

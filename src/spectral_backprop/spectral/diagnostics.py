@@ -17,7 +17,9 @@ without a warning or an error naming the samples.
 
 **Non-convergence.** An iterative kernel that stops at its budget before its tolerance
 leaves a biased value and gradient: :class:`NonConvergenceWarning`, or
-:class:`NonConvergenceError` with ``on_nonconvergence="raise"``.
+:class:`NonConvergenceError` with ``on_nonconvergence="raise"``. A requested accuracy
+(``rtol``) not met within ``max_probes``: :class:`AccuracyNotMetWarning` (a
+:class:`NonConvergenceWarning`), or the same error.
 
 Warnings point at the first caller outside the package, so that they name the user's
 line whatever the depth of the call.
@@ -41,11 +43,13 @@ from torch import Tensor
 from .functions import SpectralFunction
 
 __all__ = [
+    "AccuracyNotMetWarning",
     "NonConvergenceError",
     "NonConvergenceWarning",
     "SingularMetricWarning",
     "check_singular_options",
     "rank_cutoff",
+    "report_accuracy",
     "report_nonconvergence",
     "report_nonfinite",
     "ritz_singular_samples",
@@ -68,6 +72,10 @@ class NonConvergenceWarning(UserWarning):
 
 class NonConvergenceError(RuntimeError):
     """Raised instead of :class:`NonConvergenceWarning` with ``on_nonconvergence="raise"``."""
+
+
+class AccuracyNotMetWarning(NonConvergenceWarning):
+    """A requested accuracy (``rtol``) was not reached before the probe budget ran out."""
 
 
 def warn(message: str, category: type[Warning]) -> None:
@@ -203,7 +211,7 @@ def report_nonconvergence(
     *,
     method: str,
     budget: object,
-    tol: float,
+    tol: float | str,
     on_nonconvergence: str,
 ) -> None:
     """Warn or raise when some vectors ``[B, c]`` did not reach ``tol`` within ``budget``.
@@ -215,11 +223,34 @@ def report_nonconvergence(
         return
     bad = failed.any(-1).nonzero().flatten().tolist()
     worst = residual[failed].max().item()
+    target = f"tol={tol:g}" if isinstance(tol, (int, float)) else tol
+    fix = "Raise num_matvecs or tol." if isinstance(tol, (int, float)) else (
+        "Raise num_matvecs, or pass tol=... to accept a relative tolerance.")
     msg = (
-        f"method={method!r} did not reach tol={tol:g} within num_matvecs={budget} for samples "
+        f"method={method!r} did not reach {target} within num_matvecs={budget} for samples "
         f"{bad} ({int(failed.sum())} of {converged.numel()} vectors; worst "
-        f"residual {worst:.3g}): the value and gradient are biased. Raise num_matvecs or tol."
+        f"residual {worst:.3g}): the value and gradient are biased. {fix}"
     )
     if on_nonconvergence == "raise":
         raise NonConvergenceError(msg)
     warn(msg, NonConvergenceWarning)
+
+
+def report_accuracy(
+    met: Tensor, rel_std_error: Tensor, *, rtol: float, probes: int, max_probes: int,
+    method: str, on_nonconvergence: str,
+) -> None:
+    """Warn (:class:`AccuracyNotMetWarning`) or raise when some samples ``[B]`` did not reach
+    a relative standard error of ``rtol`` within ``max_probes`` probes."""
+    if bool(met.all()):
+        return
+    bad = (~met).nonzero().flatten().tolist()
+    worst = rel_std_error[~met].max().item()
+    msg = (
+        f"method={method!r} did not reach rtol={rtol:g} within max_probes={max_probes} for "
+        f"samples {bad} (relative standard error {worst:.3g} after {probes} probes). Raise "
+        "max_probes, loosen rtol, or use method='exact'."
+    )
+    if on_nonconvergence == "raise":
+        raise NonConvergenceError(msg)
+    warn(msg, AccuracyNotMetWarning)

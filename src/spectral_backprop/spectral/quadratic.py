@@ -12,6 +12,7 @@ value and the pairs ``(u_j, x_j)`` into the gradient surrogate. The kernels are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,14 @@ from torch import Tensor
 
 from .functions import SpectralFunction
 
-__all__ = ["QuadraticForms", "is_reciprocal"]
+__all__ = ["ErrorBudget", "QuadraticForms", "is_reciprocal"]
+
+# The adaptive stopping rule's budget (built by :mod:`.stochastic`, used by the kernels):
+# ``budget(values[B, c], spread2[B, c], error[B, c]) -> allowed[B, c]``, the absolute
+# error each column's quadratic form may keep, from the current forms ``q``, a per-column
+# estimate of the probe variance (``2‖g(M) − q̄ I‖_F²``, see :mod:`.slq`) and the current
+# error estimates.
+ErrorBudget = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def is_reciprocal(fn: SpectralFunction) -> bool:

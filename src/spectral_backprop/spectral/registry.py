@@ -7,7 +7,9 @@ per sample, differentiable by spectral backpropagation,
 
 * ``"exact"``: the Jacobian, an eigendecomposition (:mod:`.exact`);
 * ``"lanczos"`` / ``"chebyshev"``: matrix-free stochastic estimates (:mod:`.stochastic`);
-* ``"auto"``: exact below ``k = AUTO_CROSSOVER`` latents, ``"lanczos"`` from there.
+* ``"auto"``: exact or ``"lanczos"``, whichever a cost model measured on the actual
+  generator predicts to be faster (:func:`auto_choice`); exact below
+  ``k = AUTO_CROSSOVER`` latents without measuring.
 
 **The contract** (as torchdiffeq's ``odeint`` has one options dict for all its
 solvers): every method accepts the core options :data:`CORE_OPTIONS`
@@ -30,16 +32,27 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
+import time
+import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator
+from ..linalg.jacobian import Generator, jacobian_columns, metric_matvec, work_dtype
 from .diagnostics import warn
 from .estimate import SpectralEstimate
 from .exact import exact_spectral_sum
 from .functions import SpectralFunction, resolve_function
-from .stochastic import chebyshev_spectral_sum, lanczos_spectral_sum, stochastic_spectral_sum
+from .stochastic import (
+    DEFAULT_MAX_PROBES,
+    DEFAULT_NUM_PROBES,
+    chebyshev_spectral_sum,
+    lanczos_spectral_sum,
+    stochastic_spectral_sum,
+)
 
 __all__ = [
     "AUTO_CROSSOVER",
@@ -48,7 +61,9 @@ __all__ = [
     "METHODS",
     "METHOD_OPTIONS",
     "STOCHASTIC_OPTIONS",
+    "AutoCosts",
     "accepts_option",
+    "auto_choice",
     "auto_spectral_sum",
     "logdet_jtj",
     "register_method",
@@ -58,11 +73,24 @@ __all__ = [
 
 Method = Callable[..., "Tensor | SpectralEstimate"]
 
-# Latent size at and above which method="auto" goes stochastic. Measured with
-# `benchmarks/bench_stochastic.py --crossover` (DCGAN 3×32×32, batch 2, 1 thread, CPU):
-# exact/lanczos time 0.59 at k=32, 1.02 at 64, 1.50 at 128, 3.3 at 256, 4.9 at 512.
-# Below 128 the exact answer costs about as much as the estimate, so auto keeps it.
-AUTO_CROSSOVER = 128
+# Below this latent size method="auto" is exact without measuring: the stochastic mode
+# at its default budget needs at least 8 probes × 8 Lanczos steps = 64 products with M
+# (each a JVP and a VJP), more than the exact mode's k < 64 JVP columns. The former fixed
+# switch (k = 128) came from `benchmarks/bench_stochastic.py --crossover` (DCGAN 3×32×32,
+# batch 2, 1 thread: exact/lanczos time 0.59 at k=32, 1.02 at 64, 1.50 at 128).
+AUTO_CROSSOVER = 64
+# Lanczos steps per probe the cost model assumes before it has seen a stochastic run of
+# this generator (then it uses the steps measured): the zoo at k = 256 under the default
+# stopping rule took 15–40 (benchmarks/bench_bias.py).
+AUTO_STEPS_PRIOR = 30
+# The per-probe relative standard deviation the cost model assumes for rtol before it has
+# seen a run: sd(εᵀg(M)ε)/|tr g(M)| = √(2/k)·R with R = rms(g − ḡ)/|ḡ| over the spectrum,
+# taken as R = 2 (the benchmark DCGAN at k = 512: per-probe sd 31 for a log det of 171,
+# R = 2.9; the zoo at k = 32: R = 0.5–1.4).
+AUTO_SPREAD_PRIOR = 2.0
+# A backward pass through JVPs costs about twice their forward pass.
+_BACKWARD_FACTOR = 2.0
+_DENSE_SIZE = 256  # the dense algebra is timed at k ≤ 256 and scaled by (k/256)³
 
 
 def _keyword_options(estimator: Callable, exclude: Iterable[str] = ()) -> frozenset[str] | None:
@@ -84,43 +112,196 @@ STOCHASTIC_OPTIONS: frozenset[str] = _keyword_options(  # type: ignore[assignmen
 
 
 def resolve_method(method: str, k: int) -> str:
-    """The method that runs for latent size ``k``: ``"auto"`` becomes ``"exact"`` below
-    :data:`AUTO_CROSSOVER` and ``"lanczos"`` at or above it; others are themselves.
+    """The method that runs for latent size ``k``, as far as ``k`` alone decides:
+    ``"auto"`` is ``"exact"`` below :data:`AUTO_CROSSOVER` and stays ``"auto"`` (decided
+    at run time by :func:`auto_choice`) from there; others are themselves.
 
     Example:
         >>> resolve_method("auto", 16), resolve_method("auto", 512), resolve_method("exact", 512)
-        ('exact', 'lanczos', 'exact')
+        ('exact', 'auto', 'exact')
     """
-    if method == "auto":
-        return "lanczos" if k >= AUTO_CROSSOVER else "exact"
+    if method == "auto" and k < AUTO_CROSSOVER:
+        return "exact"
     return method
 
 
-def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
-    """``method="auto"``: exact below ``k = AUTO_CROSSOVER = 128`` latents, else ``"lanczos"``.
+@dataclass
+class AutoCosts:
+    """What :func:`auto_choice` measured and predicted, in seconds.
 
-    The crossover was measured with ``benchmarks/bench_stochastic.py --crossover``
-    (docs/stochastic.md): on a DCGAN with 3×32×32 output the stochastic value and
-    gradient at the default budget took as long as the exact ones at ``k = 64``, 1.5×
-    less at 128 and 4.9× less at 512. An option meant only for the path not taken
-    (``num_probes`` below the crossover, ``chunk_size`` above it, ...) is left out with a
-    ``UserWarning`` that names it and the path chosen.
+    Attributes:
+        column: one Jacobian column of the batch in the exact mode's batched JVP.
+        product: one Lanczos step, a batched product with ``M`` of the probes.
+        dense: the exact mode's ``k × k`` algebra (Cholesky and inverse) for the batch.
+        exact, stochastic: the predicted times of the two paths.
+        probes, steps: the probes and Lanczos steps per probe the prediction assumed.
     """
-    k = z.shape[-1] if isinstance(z, Tensor) and z.dim() == 2 else 0
-    stochastic = resolve_method("auto", k) == "lanczos"
-    path, used, other = (
-        ("lanczos", STOCHASTIC_OPTIONS, EXACT_OPTIONS) if stochastic
-        else ("exact", EXACT_OPTIONS, STOCHASTIC_OPTIONS)
-    )
+
+    column: float
+    product: float
+    dense: float
+    exact: float = 0.0
+    stochastic: float = 0.0
+    probes: int = 0
+    steps: float = 0.0
+
+
+# Per process, per generator (weakly held) and (shape, dtype, device, probes): the
+# measured unit costs, and what the last stochastic run of auto saw (steps per probe,
+# relative per-probe spread).
+_UNIT_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cache(table: weakref.WeakKeyDictionary, G: object) -> dict:
+    try:
+        return table.setdefault(G, {})
+    except TypeError:  # not weakly referenceable: measured every call
+        return {}
+
+
+def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
+    """The shorter of ``repeats`` timed calls (the first also warms up)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
+    """Time one JVP pass of ``min(k, 32)`` columns, one metric product of ``num_probes``
+    vectors and a Cholesky + inverse of the batch's ``k × k`` (at ``k ≤ 256``, scaled)."""
+    B, k = z.shape
+    z = z.detach()
+    dtype = work_dtype(z.dtype)
+    with torch.no_grad():
+        c = min(k, 32)
+        tangents = torch.eye(k, dtype=z.dtype, device=z.device)[:c]
+        column = _best_time(lambda: jacobian_columns(G, z, tangents)) / c
+        matvec = metric_matvec(G, z, check_coupling=False)
+        V = torch.randn(B, k, num_probes, dtype=dtype, device=z.device)
+        product = _best_time(lambda: matvec(V))
+        kd = min(k, _DENSE_SIZE)
+        M = torch.eye(kd, dtype=dtype, device=z.device).expand(B, kd, kd) * 2
+
+        def dense_algebra():
+            L, _ = torch.linalg.cholesky_ex(M)
+            return torch.cholesky_inverse(L)
+
+        dense = _best_time(dense_algebra) * (k / kd) ** 3
+    return AutoCosts(column, product, dense)
+
+
+def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
+                **options) -> tuple[str, AutoCosts | None]:
+    r"""The path ``method="auto"`` takes for ``(G, z)``: ``("exact" | "lanczos", costs)``.
+
+    A cost model in seconds, from unit costs measured on the actual generator, shape,
+    dtype and device (once per process, cached for ``G``; ``costs`` is ``None`` below
+    :data:`AUTO_CROSSOVER`, where exact is taken without measuring):
+
+    .. math::
+        T_\text{exact} = k\,t_\text{col}(1 + 2\,[\text{grad}]) + t_\text{dense}(k),
+        \qquad
+        T_\text{stoch} = \frac{p}{p_0}\, m\, t_\text{step}(p_0)
+                        + [\text{grad}]\, p\, t_\text{col} (1 + 2),
+
+    ``t_col`` one Jacobian column in a batched JVP, ``t_step(p₀)`` one Lanczos step (a
+    product with ``M`` of the ``p₀ = num_probes`` probes), ``t_dense`` the ``k × k``
+    Cholesky and inverse, a backward through JVPs taken as twice their forward pass.
+    ``m``: Lanczos steps per probe, :data:`AUTO_STEPS_PRIOR` until a stochastic run of
+    this ``G`` and shape was seen, then the steps it took. ``p``: ``num_probes``, or with
+    ``rtol`` the probes that reach it, ``max(p₀, (s/rtol)²)`` with ``s`` the per-probe
+    relative spread last seen for this ``G`` (else ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at
+    ``max_probes``. Exact is taken whenever it is predicted no slower, and whenever
+    ``rtol`` would need more probes than ``max_probes`` (exact meets any ``rtol``).
+    """
+    B, k = z.shape
+    if k < AUTO_CROSSOVER:
+        return "exact", None
+    p0 = options.get("num_probes", DEFAULT_NUM_PROBES)
+    key = (tuple(z.shape), z.dtype, z.device, p0)
+    units = _cache(_UNIT_COSTS, G)
+    if key not in units:
+        units[key] = _measure(G, z, p0)
+    costs = AutoCosts(**{f: getattr(units[key], f) for f in ("column", "product", "dense")})
+    seen = _cache(_SEEN, G).get(key, {})
+    steps = seen.get("steps", float(AUTO_STEPS_PRIOR))
+    probes = p0
+    rtol = options.get("rtol")
+    if rtol is not None:
+        spread = seen.get("spread", math.sqrt(2.0 / k) * AUTO_SPREAD_PRIOR)
+        probes = max(p0, math.ceil((spread / rtol) ** 2))
+        cap = options.get("max_probes") or max(DEFAULT_MAX_PROBES, p0)
+        if probes > cap:
+            costs.probes, costs.steps = probes, steps
+            costs.exact, costs.stochastic = 0.0, math.inf
+            return "exact", costs
+    grad = torch.is_grad_enabled()
+    costs.exact = k * costs.column * (1 + _BACKWARD_FACTOR * grad) + costs.dense
+    costs.stochastic = (probes / p0) * steps * costs.product + grad * probes * costs.column * (
+        1 + _BACKWARD_FACTOR)
+    costs.probes, costs.steps = probes, steps
+    return ("exact" if costs.exact <= costs.stochastic else "lanczos"), costs
+
+
+# Options of the stochastic path that the exact answer satisfies as it is: no warning
+# when auto goes exact (exact meets any rtol and draws no random numbers).
+_SATISFIED_BY_EXACT = frozenset({"rtol", "max_probes", "generator"})
+
+
+def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
+    """``method="auto"``: exact or ``"lanczos"``, whichever :func:`auto_choice` predicts to
+    be faster on this generator, shape and device (exact below ``k = AUTO_CROSSOVER``).
+
+    ``rtol`` enters the prediction (more probes for a tighter target); when exact is
+    chosen it is met as it is, and ``rtol``, ``max_probes`` and ``generator`` are dropped
+    silently. Any other option meant only for the path not taken (``num_probes`` when
+    exact is chosen, ``chunk_size`` when ``"lanczos"`` is) is left out with a
+    ``UserWarning`` that names it and the path chosen. With ``return_info=True``,
+    ``info["auto"]`` holds the :class:`AutoCosts` (``None`` below the crossover).
+    """
+    valid = isinstance(z, Tensor) and z.dim() == 2
+    k = z.shape[-1] if valid else 0
+    path, costs = auto_choice(G, z, fn, **options) if valid else ("exact", None)
+    stochastic = path == "lanczos"
+    used, other = (STOCHASTIC_OPTIONS, EXACT_OPTIONS) if stochastic else (
+        EXACT_OPTIONS, STOCHASTIC_OPTIONS)
     for name in sorted(set(options) - used):
         if name in other:
             del options[name]
-            rule = f"k={k} {'>=' if stochastic else '<'} AUTO_CROSSOVER={AUTO_CROSSOVER}"
+            if not stochastic and name in _SATISFIED_BY_EXACT:
+                continue
+            rule = (f"k={k} < AUTO_CROSSOVER={AUTO_CROSSOVER}" if costs is None else
+                    f"predicted {costs.exact:.3g} s for 'exact', {costs.stochastic:.3g} s "
+                    "for 'lanczos'")
             warn(f"method='auto' chose {path!r} ({rule}); option {name!r} is not used by "
                  f"{path!r} and is ignored. Pass method={path!r} or the other method "
                  "explicitly to control the choice.", UserWarning)
-    estimator = lanczos_spectral_sum if stochastic else exact_spectral_sum
-    return estimator(G, z, fn, **options)
+    if not stochastic:
+        out = exact_spectral_sum(G, z, fn, **options)
+        if isinstance(out, SpectralEstimate):
+            out.info["auto"] = costs
+        return out
+    want_info = options.pop("return_info", False)
+    est = lanczos_spectral_sum(G, z, fn, return_info=True, **options)
+    if costs is not None:
+        _remember(G, z, options.get("num_probes", DEFAULT_NUM_PROBES), est.info)
+    est.info["auto"] = costs
+    return est if want_info else est.value
+
+
+def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
+    """Keep the steps per probe and the per-probe relative spread a stochastic run saw."""
+    key = (tuple(z.shape), z.dtype, z.device, p0)
+    rel = info["rel_std_error"]
+    finite = rel[torch.isfinite(rel)]
+    seen = {"steps": float(info["iterations"].float().mean())}
+    if finite.numel():
+        seen["spread"] = float(finite.max()) * math.sqrt(info["probes"])
+    _cache(_SEEN, G)[key] = seen
 
 
 METHODS: dict[str, Method] = {
@@ -205,13 +386,14 @@ def spectral_sum(
         fn: ``"logdet"`` (``Σ log λ``), ``"trace"`` (``Σ λ``), ``"nuclear"`` (``Σ √λ``),
             or an object with elementwise callables ``g`` and ``dg = g'``.
         method: ``"exact"`` (default), ``"lanczos"`` (stochastic Lanczos quadrature),
-            ``"chebyshev"`` (Chebyshev–Hutchinson), ``"auto"`` (exact for small ``k``), or
-            a registered estimator.
+            ``"chebyshev"`` (Chebyshev–Hutchinson), ``"auto"`` (exact or ``"lanczos"`` from a
+            measured cost model, :func:`auto_choice`), or a registered estimator.
         **options: for every method: ``return_info``, ``jitter``, ``on_singular``
             (``"warn"``/``"raise"``), ``check_coupling`` (default ``True``: refuse a ``G``
             that mixes the samples of a batch); for ``"exact"`` also ``chunk_size``,
             ``rank_tol``;
-            for the stochastic methods ``num_probes``, ``num_matvecs``, ``tol``,
+            for the stochastic methods ``num_probes``, ``num_matvecs``, ``tol`` (default
+            ``None``: the unbiased adaptive stopping rule), ``rtol``, ``max_probes``,
             ``probes``, ``generator``, ``deflate``, ``on_nonconvergence``, ``symmetric``
             (see :func:`~spectral_backprop.spectral.stochastic.stochastic_spectral_sum`).
             An option the method does not use raises ``TypeError``.
