@@ -311,6 +311,25 @@ def test_on_manifold_tolerance_is_calibrated_on_training_points(tmp_path):
     assert (flagged == (residual > d["residual_tol"])).all()
     assert residual.max() > 0.2 and res["real_on_manifold_fraction"] == pytest.approx(0.5)
 
+    # The pair's own projection G(E(x)): for this plane, E(x) = Aᵀx is the orthogonal
+    # projection, so the residuals are the true distances and agree with the inversion's.
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = torch.nn.Parameter(G.A.detach().clone())
+
+        def forward(self, x):
+            return x.reshape(x.shape[0], 16) @ self.A
+
+    enc = analyze_generator(G, train, tmp_path / "enc", heldout=heldout, encoder=Encoder(),
+                            config=cfg)
+    assert enc["details"]["real_projection"] == "encoder"
+    assert enc["details"]["residual_tol"] == pytest.approx(d["residual_tol"], abs=2e-3)
+    enc_res = torch.from_numpy(np.load(tmp_path / "enc" / "arrays.npz")["real_residual"])
+    # The orthogonal projection is the optimum the inversion (300 Adam steps) approaches.
+    assert (enc_res <= residual + 1e-9).all() and (residual - enc_res).max() < 5e-3
+    assert enc["real_on_manifold_fraction"] == res["real_on_manifold_fraction"]
+
     fixed = analyze_generator(G, train, tmp_path / "fixed", heldout=heldout,
                               config=AnalysisConfig(**{**cfg.__dict__, "residual_tol": 0.3}))
     assert fixed["details"]["residual_tol_source"] == "fixed"

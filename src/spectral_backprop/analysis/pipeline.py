@@ -37,7 +37,9 @@ import torch
 from torch import Tensor
 
 from ..geometry import (
+    Inversion,
     eigen_path,
+    encode_to_manifold,
     global_directions,
     infer_latent_dim,
     invert,
@@ -48,7 +50,7 @@ from ..pictures import plot_search, plot_spectra, save_image_grid
 from ..runfiles import ARRAYS, RESULTS, write_json
 from ..spectral import SingularMetricWarning
 from .aberrance import classifier_scores, nearest_distance, train_classifier
-from .likelihood import log_likelihoods, score_data, summarize
+from .likelihood import log_likelihoods, summarize
 from .search import OBJECTIVES, high_likelihood_search
 
 __all__ = ["AnalysisConfig", "analyze_generator"]
@@ -66,13 +68,16 @@ class AnalysisConfig:
         invert_steps, invert_restarts, invert_prior_weight: inversion.
         residual_tol: RMS residual per entry above which a real point counts as off the
             manifold. ``None`` (default): calibrated per generator, the
-            ``residual_quantile`` quantile of the residuals of ``n_real`` *calibration*
-            points inverted the same way (training points, disjoint from the scored ones).
+            ``residual_quantile`` quantile of the residuals of ``n_calibration``
+            *calibration* points inverted the same way (training points, disjoint from
+            the scored ones).
             A fixed constant means different things for different generators and data
             (0.1 flagged every MNIST digit under a DCGAN); the calibrated tolerance asks
             whether the scored points lie as close to the manifold as points the
             generator was fitted to.
         residual_quantile: the quantile of the calibration residuals used as tolerance.
+        n_calibration: training points that calibrate the tolerance (a quantile of 32
+            residuals moves by several percent from one draw to the next).
         n_directions: eigen-directions shown per traversal.
         traverse_steps, traverse_extent: traversal offsets in latent units.
         global_samples: prior samples in ``E_z[JᵀJ]``.
@@ -97,6 +102,7 @@ class AnalysisConfig:
     invert_prior_weight: float = 0.0
     residual_tol: float | None = None
     residual_quantile: float = 0.9
+    n_calibration: int = 128
     n_directions: int = 5
     traverse_steps: int = 7
     traverse_extent: float = 3.0
@@ -111,7 +117,8 @@ class AnalysisConfig:
         "search_objective": OBJECTIVES, "dtype": ("float32", "float64")}
 
     def __post_init__(self) -> None:
-        for name in ("n_typical", "n_search", "search_steps", "n_real", "invert_steps",
+        for name in ("n_typical", "n_search", "search_steps", "n_real", "n_calibration",
+                     "invert_steps",
                      "invert_restarts", "n_directions", "traverse_steps", "global_samples",
                      "n_train_reference"):
             value = getattr(self, name)
@@ -166,9 +173,10 @@ def _real_points(real: Tensor, heldout: Tensor | None, cfg: AnalysisConfig,
     perm = torch.randperm(real.shape[0], generator=g)
     if heldout is not None:
         scored = heldout[torch.randperm(heldout.shape[0], generator=g)[: cfg.n_real]]
-        calib = perm[: cfg.n_real]
+        calib = perm[: cfg.n_calibration]
     else:
-        scored, calib = real[perm[: cfg.n_real]], perm[cfg.n_real: 2 * cfg.n_real]
+        scored = real[perm[: cfg.n_real]]
+        calib = perm[cfg.n_real: cfg.n_real + cfg.n_calibration]
     if cfg.residual_tol is not None:
         return scored, None
     if calib.numel() == 0:
@@ -178,15 +186,24 @@ def _real_points(real: Tensor, heldout: Tensor | None, cfg: AnalysisConfig,
     return scored, real[calib]
 
 
+def _project(G, x: Tensor, k: int, cfg: AnalysisConfig, g: torch.Generator, encoder,
+             tol: float) -> Inversion:
+    """The closest points of ``G``'s manifold found for ``x``: by the encoder when there
+    is one (the model's own projection), else by inversion."""
+    if encoder is not None:
+        return encode_to_manifold(G, encoder, x, tol)
+    return invert(G, x, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
+                  prior_weight=cfg.invert_prior_weight, residual_tol=tol, generator=g,
+                  progress=cfg.progress)
+
+
 def _tolerance(G, calib: Tensor | None, k: int, cfg: AnalysisConfig, g: torch.Generator,
-               say) -> tuple[float, dict]:
+               encoder, say) -> tuple[float, dict]:
     """The residual tolerance and how it was set (details for ``results.json``)."""
     if calib is None:
         return cfg.residual_tol, {"residual_tol": cfg.residual_tol, "residual_tol_source": "fixed"}
     say(f"calibrating the on-manifold tolerance on {calib.shape[0]} training points")
-    inv = invert(G, calib, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
-                 prior_weight=cfg.invert_prior_weight, generator=g, progress=cfg.progress)
-    res = inv.residual.double()
+    res = _project(G, calib, k, cfg, g, encoder, 1.0).residual.double()
     res = res[torch.isfinite(res)]
     # A generator that reproduces its calibration points exactly still gets a tolerance
     # above round-off (the inversion's own check needs a positive one).
@@ -197,8 +214,8 @@ def _tolerance(G, calib: Tensor | None, k: int, cfg: AnalysisConfig, g: torch.Ge
                  "calibration_residual_median": res.median().item() if res.numel() else None}
 
 
-def _finding1(G, real: Tensor, heldout: Tensor | None, k: int, n: int, cfg: AnalysisConfig,
-              g: torch.Generator, say) -> tuple[dict, dict, dict]:
+def _finding1(G, real: Tensor, heldout: Tensor | None, encoder, k: int, n: int,
+              cfg: AnalysisConfig, g: torch.Generator, say) -> tuple[dict, dict, dict]:
     """Likelihoods of typical samples, search outputs and real data: (results, details, state)."""
     x_real, calib = _real_points(real, heldout, cfg, g)
     z_typ = torch.randn(cfg.n_typical, k, generator=g, dtype=real.dtype)
@@ -208,12 +225,9 @@ def _finding1(G, real: Tensor, heldout: Tensor | None, k: int, n: int, cfg: Anal
         x_typ = G(z_typ)
     search, singular_steps = _search(G, z_typ[: cfg.n_search], cfg)
     ll_search = search.log_likelihood[-1]
-    tol, tol_details = _tolerance(G, calib, k, cfg, g, say)
-    ll_real, inv = score_data(
-        G, x_real, latent_dim=k, restarts=cfg.invert_restarts, steps=cfg.invert_steps,
-        prior_weight=cfg.invert_prior_weight, residual_tol=tol, generator=g,
-        progress=cfg.progress,
-    )
+    tol, tol_details = _tolerance(G, calib, k, cfg, g, encoder, say)
+    inv = _project(G, x_real, k, cfg, g, encoder, tol)
+    ll_real = log_likelihoods(G, inv.latents)
     on_manifold = ll_real[~inv.flagged]
     results = {
         "loglik_typical": _mean(ll_typ),
@@ -233,6 +247,7 @@ def _finding1(G, real: Tensor, heldout: Tensor | None, k: int, n: int, cfg: Anal
         "real_residual_rms_mean": _mean(inv.residual),
         "real_residual_median": inv.residual.double().nanmedian().item(),
         "real_heldout": heldout is not None,
+        "real_projection": "encoder" if encoder is not None else "inversion",
         **tol_details,
         "search_nonfinite": int((~torch.isfinite(ll_search)).sum()),
         "search_singular_warnings": singular_steps,
@@ -343,6 +358,7 @@ def analyze_generator(
     labels: Tensor | None = None,
     heldout: Tensor | None = None,
     classifier: torch.nn.Module | None = None,
+    encoder: torch.nn.Module | None = None,
     config: AnalysisConfig | None = None,
     latent_dim: int | None = None,
 ) -> dict:
@@ -368,6 +384,9 @@ def analyze_generator(
             points).
         classifier: a trained classifier of ``real``'s classes to score samples with
             (instead of training one on ``real`` and ``labels``).
+        encoder: optional ``E: x -> z`` of ``G`` (a maximum-likelihood pair): real points
+            are then projected by it, ``G(E(x))`` (the projection the pair's loss and
+            test NLL use), instead of by inversion.
         config: budget (:class:`AnalysisConfig`).
         latent_dim: k (default ``G.latent_dim``).
     """
@@ -387,7 +406,9 @@ def analyze_generator(
     g = torch.Generator().manual_seed(cfg.seed)
     say = print if cfg.progress else (lambda *a, **kw: None)
 
-    results, details, state = _finding1(G, real, heldout, k, n, cfg, g, say)
+    if encoder is not None:
+        encoder = copy.deepcopy(encoder).to(dtype).eval()
+    results, details, state = _finding1(G, real, heldout, encoder, k, n, cfg, g, say)
     per_point = _aberrance(real, labels, classifier, state, n, cfg, g, results, details, say)
     say("eigen-directions and traversals")
     figures, spectra = _finding2(G, k, n, state, cfg, g, out)

@@ -11,7 +11,7 @@ tools for studying a trained generator.
 
 from ._util import check_rank, infer_latent_dim, param_dtype
 from .directions import global_directions, global_metric, principal_directions
-from .inversion import Inversion, invert
+from .inversion import Inversion, encode_to_manifold, invert
 from .paths import EigenPath, eigen_path, traverse
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "global_metric",
     "infer_latent_dim",
     "invert",
+    "encode_to_manifold",
     "param_dtype",
     "principal_directions",
     "traverse",

@@ -18,7 +18,7 @@ from ..progress import progress as progress_bar
 from ..spectral.diagnostics import NonConvergenceWarning, warn
 from ._util import frozen, infer_latent_dim, param_dtype
 
-__all__ = ["Inversion", "invert"]
+__all__ = ["Inversion", "encode_to_manifold", "invert"]
 
 
 @dataclass
@@ -110,6 +110,28 @@ def invert(
              NonConvergenceWarning)
     return Inversion(torch.cat(latents), residual, ~(residual <= residual_tol),
                      torch.cat(recons), residual_tol)
+
+
+@torch.no_grad()
+def encode_to_manifold(G: Generator, E: Generator, x: Tensor, residual_tol: float,
+                       batch_size: int = 256) -> Inversion:
+    """The projection ``G(E(x))`` of data points by an encoder, as an :class:`Inversion`.
+
+    For a generator trained with an encoder (maximum implicit likelihood,
+    :mod:`spectral_backprop.manifold`), ``E(x)`` is the model's own projection: the one
+    its training loss and its test NLL use. Residuals are RMS per output entry, like
+    :func:`invert`'s.
+    """
+    x = x.to(param_dtype(G))
+    latents, recons = [], []
+    for xb in x.split(batch_size):
+        z = E(xb)
+        latents.append(z)
+        recons.append(G(z).reshape(xb.shape))
+    rec = torch.cat(recons)
+    residual = (rec - x).flatten(1).pow(2).mean(1).sqrt()
+    return Inversion(torch.cat(latents), residual, ~(residual <= residual_tol), rec,
+                     residual_tol)
 
 
 def _check_options(x, restarts, steps, batch_size, prior_weight, residual_tol, lr) -> None:
