@@ -8,11 +8,11 @@ import torch
 from spectral_backprop import StandardNormal, entropy, implicit_log_prob
 
 
-def test_affine_generator_gives_gaussian_density():
+def test_affine_generator_gives_gaussian_density(device):
     # x = A z + b with z ~ N(0, I): on the image, density N(b, AAᵀ) restricted to it.
-    A = torch.randn(3, 3, dtype=torch.float64)
-    b = torch.randn(3, dtype=torch.float64)
-    z = torch.randn(6, 3, dtype=torch.float64)
+    A = torch.randn(3, 3, dtype=torch.float64, device=device)
+    b = torch.randn(3, dtype=torch.float64, device=device)
+    z = torch.randn(6, 3, dtype=torch.float64, device=device)
     ours = implicit_log_prob(lambda u: u @ A.T + b, z)
     ref = torch.distributions.MultivariateNormal(b, A @ A.T).log_prob(z @ A.T + b)
     torch.testing.assert_close(ours, ref)
@@ -30,10 +30,10 @@ def test_prior_objects_with_per_coordinate_log_prob():
         implicit_log_prob(lambda u: u, z, prior=object())
 
 
-def test_entropy_of_scaled_gaussian_and_its_gradient():
-    s = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+def test_entropy_of_scaled_gaussian_and_its_gradient(device):
+    s = torch.tensor(2.0, dtype=torch.float64, device=device, requires_grad=True)
     k = 3
-    h = entropy(lambda u: s * u, torch.randn(16, k, dtype=torch.float64))
+    h = entropy(lambda u: s * u, torch.randn(16, k, dtype=torch.float64, device=device))
     expected = 0.5 * k * (1 + math.log(2 * math.pi)) + k * math.log(2.0)
     assert h.value.item() == pytest.approx(expected)
     assert h.std_error.item() == pytest.approx(0.0, abs=1e-12)

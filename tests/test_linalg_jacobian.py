@@ -10,9 +10,9 @@ from spectral_backprop.linalg import dense_jacobian
 
 @pytest.mark.parametrize("make", [mlp_generator, ConvGenerator])
 @pytest.mark.parametrize("chunk_size", [None, 1, 3])
-def test_jacobian_matches_dense(make, chunk_size):
-    G = make()
-    z = torch.randn(3, 3 if make is mlp_generator else 4, dtype=torch.float64)
+def test_jacobian_matches_dense(make, chunk_size, device):
+    G = make().to(device)
+    z = torch.randn(3, 3 if make is mlp_generator else 4, dtype=torch.float64, device=device)
     J = jacobian(G, z, chunk_size=chunk_size)
     torch.testing.assert_close(J, dense_jacobian(G, z))
 
@@ -29,10 +29,10 @@ def test_jacobian_is_differentiable_wrt_closure_tensors():
     torch.testing.assert_close(gA, gA_ref)
 
 
-def test_metric_matvec_matches_dense_and_records_no_graph():
-    G = mlp_generator()
-    z = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
-    V = torch.randn(3, 3, 5, dtype=torch.float64)
+def test_metric_matvec_matches_dense_and_records_no_graph(device):
+    G = mlp_generator().to(device)
+    z = torch.randn(3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    V = torch.randn(3, 3, 5, dtype=torch.float64, device=device)
     J = dense_jacobian(G, z).detach()
     out = metric_matvec(G, z)(V)
     torch.testing.assert_close(out, J.mT @ J @ V)

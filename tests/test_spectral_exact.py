@@ -21,9 +21,9 @@ G_FUNCS = {"logdet": torch.log, "trace": lambda x: x, "nuclear": torch.sqrt}
 @pytest.mark.parametrize("fn", sorted(G_FUNCS))
 @pytest.mark.parametrize("make,k", [(mlp_generator, 3), (ConvGenerator, 4)])
 @pytest.mark.parametrize("chunk_size", [None, 2])
-def test_values_and_gradients_match_dense_autograd(fn, make, k, chunk_size):
-    G = make()
-    z = torch.randn(4, k, dtype=torch.float64, requires_grad=True)
+def test_values_and_gradients_match_dense_autograd(fn, make, k, chunk_size, device):
+    G = make().to(device)
+    z = torch.randn(4, k, dtype=torch.float64, device=device, requires_grad=True)
     ours = spectral_sum(G, z, fn, chunk_size=chunk_size)
     ref = dense_spectral_sum(G, z, G_FUNCS[fn])
     torch.testing.assert_close(ours, ref)
@@ -72,9 +72,9 @@ def test_gradcheck_wrt_latents_and_closure_weights():
 # ---------------------------------------------------------------- analytic manifolds
 
 
-def test_linear_map():
-    A = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(5, 3, dtype=torch.float64)
+def test_linear_map(device):
+    A = torch.randn(7, 3, dtype=torch.float64, device=device, requires_grad=True)
+    z = torch.randn(5, 3, dtype=torch.float64, device=device)
     ours = logdet_jtj(lambda u: u @ A.T, z)
     expected = torch.logdet(A.T @ A)
     torch.testing.assert_close(ours, expected.expand(5))
@@ -110,8 +110,8 @@ def test_curve_speed():
     torch.testing.assert_close(0.5 * logdet_jtj(curve.G, z), curve.half_logdet(z))
 
 
-def test_elementwise_bijection_k_equals_n():
-    z = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+def test_elementwise_bijection_k_equals_n(device):
+    z = torch.randn(4, 5, dtype=torch.float64, device=device, requires_grad=True)
     ours = logdet_jtj(lambda u: u + u**3, z)
     expected = 2 * torch.log1p(3 * z**2).sum(1)  # log det JᵀJ = 2 log|det J|
     torch.testing.assert_close(ours, expected)
@@ -122,11 +122,11 @@ def test_elementwise_bijection_k_equals_n():
 # ---------------------------------------------------------------- repeated eigenvalues
 
 
-def test_repeated_eigenvalues_stay_finite_and_correct():
+def test_repeated_eigenvalues_stay_finite_and_correct(device):
     """G(z) = [z, a‖z‖²]: M = I + 4a² z zᵀ has eigenvalue 1 with multiplicity k−1."""
     k = 4
-    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(3, k, dtype=torch.float64, requires_grad=True)
+    a = torch.tensor(0.7, dtype=torch.float64, device=device, requires_grad=True)
+    z = torch.randn(3, k, dtype=torch.float64, device=device, requires_grad=True)
 
     def G(u):
         return torch.cat([u, a * (u * u).sum(1, keepdim=True)], 1)
@@ -162,9 +162,9 @@ def test_fully_degenerate_spectrum():
 # ---------------------------------------------------------------- invariances
 
 
-def test_chunk_size_and_batch_composition_invariance():
-    G = ConvGenerator()
-    z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+def test_chunk_size_and_batch_composition_invariance(device):
+    G = ConvGenerator().to(device)
+    z = torch.randn(5, 4, dtype=torch.float64, device=device, requires_grad=True)
     full = logdet_jtj(G, z)
     gfull = gradients(full, G, z)
     for cs in (1, 3, 4, 100):
@@ -172,7 +172,7 @@ def test_chunk_size_and_batch_composition_invariance():
         torch.testing.assert_close(v, full)
         for a, b in zip(gradients(v, G, z), gfull, strict=True):
             torch.testing.assert_close(a, b)
-    perm = torch.tensor([3, 0, 4, 1, 2])
+    perm = torch.tensor([3, 0, 4, 1, 2], device=device)
     torch.testing.assert_close(logdet_jtj(G, z[perm]), full[perm])
     torch.testing.assert_close(logdet_jtj(G, z[2:3]), full[2:3])
 

@@ -32,13 +32,29 @@ floating-point format (TF32, float16, bfloat16 included), so a per-sample ``G`` 
 up to summation order. The check costs one forward pass and ``⌈log₄ B⌉ + 1``
 forward-mode products, without a graph.
 
+**Precision of the products.** Every product with ``J`` here (the Jacobian columns,
+``Mv``, the checks) runs in :func:`full_precision`: in ``G``'s own dtype, with autocast
+off and TensorFloat-32 off (cuDNN convolutions use TF32 by default on Ampere and later
+GPUs, about 1e-3 relative precision, and so do ``float32`` matmuls under
+``torch.set_float32_matmul_precision("high")``; oneDNN may use bf16 on the CPU when asked).
+A relative error ``δ`` in ``J`` moves a singular value ``σ_i`` by up to ``δ·σ_max``, so
+``log λ_min`` of a metric with ``κ(J) ≳ 1/δ`` is lost: with TF32, ``κ(J) ≈ 10³`` is
+enough. The user's settings are restored afterwards. The backward pass of a gradient runs
+under the user's settings: it multiplies fixed spectral weights by ``J``'s derivatives,
+so TF32 there costs ~1e-3 relative error in the gradient, never an ill-conditioned
+solve. :func:`reduced_precision_allowed` opts out (products as the user's flags say).
+Half-precision ``G`` and ``z`` (float16, bfloat16) are the user's explicit choice: the
+products then run in that dtype and the metric algebra in float32 (:func:`work_dtype`).
+
 Reference: Baydin et al., "Automatic differentiation in machine learning: a survey",
 JMLR 2018 (forward and reverse mode).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import Tensor
@@ -52,14 +68,99 @@ __all__ = [
     "check_latents",
     "check_output",
     "flat_output",
+    "full_precision",
     "jacobian",
     "jacobian_chunks",
     "jacobian_columns",
     "metric_matvec",
+    "reduced_precision_allowed",
     "work_dtype",
 ]
 
 _COUPLING_SEED = 20180601  # the check's own generator: it never touches the global RNG
+
+
+_REDUCED_PRECISION = contextvars.ContextVar("spectral_backprop_reduced_precision",
+                                            default=False)
+# The float32 precision switches (torch >= 2.9): (backend, operation). cuDNN convolutions
+# default to "tf32"; "ieee" is true float32.
+_FP32_SWITCHES = (("cuda", "matmul"), ("cudnn", "conv"), ("cudnn", "rnn"),
+                  ("mkldnn", "matmul"), ("mkldnn", "conv"), ("mkldnn", "rnn"))
+
+
+def _find_switches() -> tuple:
+    found = []
+    for backend, op in _FP32_SWITCHES:
+        switch = getattr(getattr(torch.backends, backend, None), op, None)
+        if switch is not None and hasattr(switch, "fp32_precision"):
+            found.append(switch)
+    return tuple(found)
+
+
+_SWITCHES = _find_switches()
+
+
+@contextmanager
+def full_precision(device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the enclosed products in their dtype's full precision (module docstring).
+
+    TF32 off for CUDA matmuls and cuDNN convolutions (and oneDNN's reduced float32
+    modes), autocast off on ``device``'s type; the previous settings are restored on exit,
+    also after an error. A no-op inside :func:`reduced_precision_allowed`.
+
+    Example:
+        >>> with full_precision("cpu"):
+        ...     torch.ones(2, 2) @ torch.ones(2)
+        tensor([2., 2.])
+    """
+    if _REDUCED_PRECISION.get():
+        yield
+        return
+    device_type = torch.device(device if device is not None else "cpu").type
+    with ExitStack() as stack:
+        if _SWITCHES:
+            saved = [(s, v) for s in _SWITCHES if (v := s.fp32_precision) != "ieee"]
+            stack.callback(_restore, saved)
+            for s, _ in saved:
+                s.fp32_precision = "ieee"
+        else:  # torch < 2.9: the legacy flags
+            saved_flags = (torch.backends.cuda.matmul.allow_tf32,
+                           torch.backends.cudnn.allow_tf32)
+            stack.callback(_restore_legacy, saved_flags)
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        if _autocast_enabled(device_type):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    if hasattr(torch.amp, "is_autocast_available"):  # torch >= 2.4
+        return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
+            device_type)
+    if device_type == "cuda":
+        return torch.is_autocast_enabled()
+    return device_type == "cpu" and torch.is_autocast_cpu_enabled()
+
+
+def _restore(saved: list) -> None:
+    for switch, value in saved:
+        switch.fp32_precision = value
+
+
+def _restore_legacy(flags: tuple[bool, bool]) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+@contextmanager
+def reduced_precision_allowed() -> Iterator[None]:
+    """Let the products run as the user's TF32 / autocast settings say (faster on GPUs,
+    ~1e-3 relative error in ``J`` with TF32: only for well-conditioned metrics)."""
+    token = _REDUCED_PRECISION.set(True)
+    try:
+        yield
+    finally:
+        _REDUCED_PRECISION.reset(token)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -276,7 +377,8 @@ def jacobian_columns(G: Generator, z: Tensor, tangents: Tensor) -> tuple[Tensor,
         return jvp(f, (z,), (t,))
 
     # The primal output does not depend on the tangent: vmap returns it once.
-    x, cols = vmap(one, out_dims=(None, 0))(tangents)
+    with full_precision(z.device):
+        x, cols = vmap(one, out_dims=(None, 0))(tangents)
     return x, cols.permute(1, 2, 0)
 
 
@@ -422,7 +524,7 @@ def metric_matvec(
     # Linearise the reverse pass once: the pullback keeps one forward pass's saved
     # activations (fixed memory) and every later product reuses them instead of
     # re-running the forward pass per column; ~15% faster per product on a DCGAN.
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(z.device):
         _, pullback = vjp(f, z)
 
     def one(v: Tensor) -> Tensor:  # v[B, k]
@@ -433,7 +535,7 @@ def metric_matvec(
         if V.dim() != 3 or V.shape[:2] != z.shape:
             expected = f"[{z.shape[0]}, {z.shape[1]}, p]"
             raise ValueError(f"expected V of shape {expected}, got {tuple(V.shape)}")
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(z.device):
             return vmap(one, in_dims=2, out_dims=2)(V.to(z.dtype)).to(V.dtype)
 
     return matvec

@@ -41,7 +41,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..linalg.jacobian import Generator, jacobian_columns, metric_matvec, work_dtype
+from ..linalg.jacobian import (
+    Generator,
+    full_precision,
+    jacobian_columns,
+    metric_matvec,
+    work_dtype,
+)
 from .diagnostics import warn
 from .estimate import SpectralEstimate
 from .exact import exact_spectral_sum
@@ -415,7 +421,10 @@ def spectral_sum(
         known = ", ".join(sorted(METHODS))
         raise ValueError(f"unknown method {method!r}; known: {known}") from None
     _check_options(method, options)
-    return estimator(G, z, resolve_function(fn), **options)
+    # The metric algebra (JᵀJ, Lanczos, solves) as well as the products runs in full
+    # precision whatever the caller's autocast or TF32 settings (linalg/jacobian.py).
+    with full_precision(z.device if isinstance(z, Tensor) else None):
+        return estimator(G, z, resolve_function(fn), **options)
 
 
 def logdet_jtj(
