@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 from spectral_backprop.analysis.aberrance import classifier_scores, train_classifier
-from spectral_backprop.analysis.frechet import feature_frechet_distance
+from spectral_backprop.analysis.coverage import sample_quality
 from spectral_backprop.data.base import Dataset
 from spectral_backprop.data.manifolds import mnist_manifold
-from spectral_backprop.density import seeded_samples
 from spectral_backprop.train import GANConfig, train_gan
 from spectral_backprop.train.config import Decay, EntropyTerm
 
@@ -56,6 +55,12 @@ def main() -> None:
     clf, acc = train_classifier(split.x, split.labels, epochs=a.clf_epochs, seed=a.seed,
                                 holdout=0.0)
     real_conf = classifier_scores(clf, split.test)["confidence"].mean().item()
+    def quality(G: torch.nn.Module) -> dict:
+        q = sample_quality(G, clf, split.test, a.latent_dim, num_samples=1000, seed=7)
+        return {"confidence_ratio": q["classifier_confidence"] / real_conf,
+                "classes_5pct": q["class_coverage"]["classes_covered"],
+                "min_share": min(q["class_coverage"]["class_shares"]), "fd": q["fd"]}
+
     rows, seconds = [], 0.0
     if a.variant == "ml":
         from spectral_backprop.train.manifold import ManifoldConfig, train_manifold
@@ -67,17 +72,10 @@ def main() -> None:
                                  width=a.width, ckpt_every=steps, device="cpu", progress=False)
             t0 = time.perf_counter()
             res = train_manifold(cfg, f"{a.out}/{steps}")
-            G = res.generator.eval()
-            with torch.no_grad():
-                x = seeded_samples(G, a.latent_dim, 1000, 7)
-                s = classifier_scores(clf, x)
-                shares = torch.bincount(s["prediction"], minlength=10).double() / len(x)
-                fd = feature_frechet_distance(clf, split.test, x)
             row = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1),
                    "test_nll": res.metrics["test_nll"],
                    "median_distance": res.metrics["manifold_distance"],
-                   "confidence_ratio": s["confidence"].mean().item() / real_conf,
-                   "classes_5pct": int((shares >= 0.05).sum()), "fd": fd}
+                   **quality(res.generator.eval())}
             rows.append(row)
             print(json.dumps(row), flush=True)
         a.stages = []
@@ -92,16 +90,8 @@ def main() -> None:
         t0 = time.perf_counter()
         res = train_gan(cfg, a.out, resume=True, dataset=train)
         seconds += time.perf_counter() - t0
-        G = res.generator.eval()
-        with torch.no_grad():
-            x = seeded_samples(G, a.latent_dim, 1000, 7)
-            s = classifier_scores(clf, x)
-            shares = torch.bincount(s["prediction"], minlength=10).double() / len(x)
-            fd = feature_frechet_distance(clf, split.test, x)
         row = {"steps": steps, "train_seconds": round(seconds, 1),
-               "confidence_ratio": s["confidence"].mean().item() / real_conf,
-               "classes_5pct": int((shares >= 0.05).sum()), "min_share": shares.min().item(),
-               "fd": fd}
+               **quality(res.generator.eval())}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(a.out, "budget.json").write_text(json.dumps(

@@ -61,9 +61,13 @@ def test_verdicts_follow_the_numbers():
     assert "40.0 ± 1 nats" in " ".join(f["ml"]["measured"])
     assert f["directions"]["verdict"].startswith("not tested")
 
-    # The classifier as confident on search outputs: the paper's aberrance is not seen.
+    # The classifier as confident on search outputs: the paper's aberrance is not shown;
+    # more confident: not seen.
     f = _results(ml=ml, gan=_variant("GAN", conf_s=0.72), entropy=_variant("E"))
-    assert f["search"]["verdict"].startswith("GAN: not seen: the likelihood rises")
+    assert f["search"]["verdict"].startswith("GAN: not shown: the likelihood rises")
+    f = _results(ml=ml, gan=_variant("GAN", conf_s=0.9), entropy=_variant("E"))
+    assert f["search"]["verdict"].startswith("GAN: not seen: the likelihood rises and the "
+                                             "outputs are more digit-like")
     # A gap within two standard errors (se of the gap 0.71): no clear rise.
     f = _results(ml=ml, gan=_variant("GAN", gap_search=1.0), entropy=_variant("E"))
     assert "did not raise the likelihood clearly" in f["search"]["verdict"]

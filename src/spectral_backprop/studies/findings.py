@@ -66,9 +66,12 @@ def _search(v: Mapping[str, Any], a: Mapping[str, Any]) -> tuple[str, str]:
             f"typical samples ({conf})")
     if higher == "higher" and conf == "lower":
         verdict = "seen: higher likelihood and less digit-like outputs"
+    elif higher == "higher" and conf == "higher":
+        verdict = ("not seen: the likelihood rises and the outputs are more digit-like to "
+                   "the classifier")
     elif higher == "higher":
-        verdict = ("not seen: the likelihood rises, but the outputs are not less "
-                   "digit-like to the classifier")
+        verdict = ("not shown: the likelihood rises, but the classifier's confidence on the "
+                   "outputs is not clearly lower (within two standard errors)")
     else:
         verdict = "not seen: the search did not raise the likelihood clearly"
     return text, verdict

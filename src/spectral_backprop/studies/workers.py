@@ -10,6 +10,7 @@ the ``metrics.jsonl`` the worker's training writes.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,14 +34,23 @@ def last_step(metrics: Path) -> int:
     return int(records[-1].get("step", 0)) if records else 0
 
 
-def _state(fut: Future, step: int, total: int) -> str:
+def _start_then(marker: Path, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a worker after leaving ``marker``: a pool reports a job as
+    running as soon as it is queued to a worker, not when the worker takes it."""
+    marker.touch()
+    return fn(*args)
+
+
+def _state(fut: Future, started: bool, step: int, total: int) -> str:
     if fut.done():
         return "failed" if fut.exception() is not None else "done"
+    if not started:
+        return "waiting for a worker"
     return "analysing" if step >= total else "training"
 
 
-def _watch(futures: dict[str, Future], metrics: dict[str, Path], totals: dict[str, int],
-           show: bool) -> None:
+def _watch(futures: dict[str, Future], markers: dict[str, Path], metrics: dict[str, Path],
+           totals: dict[str, int], show: bool) -> None:
     bars = {name: progress(total=totals[name], desc=f"{name:>8} train", disable=not show,
                            position=i)
             for i, name in enumerate(futures)}
@@ -48,7 +58,8 @@ def _watch(futures: dict[str, Future], metrics: dict[str, Path], totals: dict[st
         for name, bar in bars.items():
             step = last_step(metrics[name])
             bar.update(step - bar.n)
-            bar.set_postfix_str(_state(futures[name], step, totals[name]))
+            bar.set_postfix_str(_state(futures[name], markers[name].exists(), step,
+                                       totals[name]))
         if all(f.done() for f in futures.values()):
             break
         time.sleep(1.0)
@@ -72,11 +83,13 @@ def run_in_workers(fn: Callable[..., Any], jobs: dict[str, tuple], *, max_worker
         on_failure: called with a job's name before its exception is re-raised.
     """
     results: dict[str, Any] = {}
-    with ProcessPoolExecutor(max_workers=max_workers, mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(fn, *args) for name, args in jobs.items()}
-        totals = (total_steps if isinstance(total_steps, dict)
-                  else dict.fromkeys(jobs, total_steps))
-        _watch(futures, metrics, totals, show)
+    totals = total_steps if isinstance(total_steps, dict) else dict.fromkeys(jobs, total_steps)
+    with (tempfile.TemporaryDirectory() as tmp,
+          ProcessPoolExecutor(max_workers=max_workers, mp_context=get_context("spawn")) as pool):
+        markers = {name: Path(tmp) / f"started-{i}" for i, name in enumerate(jobs)}
+        futures = {name: pool.submit(_start_then, markers[name], fn, *args)
+                   for name, args in jobs.items()}
+        _watch(futures, markers, metrics, totals, show)
         for name, fut in futures.items():
             try:
                 results[name] = fut.result()
