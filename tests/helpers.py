@@ -8,7 +8,8 @@
 * generators that break a rule: :func:`coupled_generators` (they mix samples),
   :func:`rank_deficient`, the custom autograd Functions :class:`ExpNoFunctorch`,
   :class:`ExpNoJvp` and :class:`ExpWithJvp`;
-* :func:`check_estimator_convergence` for stochastic estimators.
+* :func:`check_estimator_convergence` for stochastic estimators;
+* :func:`interrupted_then_resumed` and :func:`records_without` for resume tests.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import Tensor
+
+from spectral_backprop.runfiles import read_metrics
 
 
 def mlp_generator(k: int = 3, n: int = 7, hidden: int = 16, dtype=torch.float64) -> torch.nn.Module:
@@ -318,3 +322,34 @@ def torchrun(command: list[str], nproc: int) -> None:
     proc = subprocess.run([*launcher, "-m", "spectral_backprop", *command], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+class Interrupted(Exception):
+    """What :func:`interrupted_then_resumed` raises to stop a run, as a kill would."""
+
+
+def interrupted_then_resumed(monkeypatch, module, train: Callable, config, out, dataset, *,
+                             at_step: int, before_stop: Callable[[], None] | None = None):
+    """Run ``train(config, out, dataset=dataset)`` (``train_gan``, ``train_manifold``)
+    until ``module.save_checkpoint`` has written the checkpoint of ``at_step``, stop it
+    there (after ``before_stop()``, e.g. to tear a file), then resume it to the end and
+    return the resumed run's result."""
+    real_save = module.save_checkpoint
+
+    def save_then_die(path, *, step, **kw):
+        real_save(path, step=step, **kw)
+        if step == at_step:
+            if before_stop is not None:
+                before_stop()
+            raise Interrupted
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        train(config, out, dataset=dataset)
+    monkeypatch.undo()
+    return train(config, out, resume=True, dataset=dataset)
+
+
+def records_without(run_dir, key: str) -> list[dict]:
+    """The run's ``metrics.jsonl`` records without ``key`` (a wall-clock time)."""
+    return [{k: v for k, v in r.items() if k != key} for r in read_metrics(run_dir)]

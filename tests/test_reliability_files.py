@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import interrupted_then_resumed, records_without
 from spectral_backprop.cli import main
 from spectral_backprop.data import load_dataset
 from spectral_backprop.runfiles import read_metrics, write_json
@@ -437,35 +438,21 @@ def test_a_refused_resume_leaves_config_json_as_it_was(tmp_path, ring):
     assert (tmp_path / "config.json").read_bytes() == before
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def test_resume_drops_a_torn_last_metrics_line(tmp_path, ring, monkeypatch):
     config = tiny_config(steps=8, log_every=2, ckpt_every=4)
     straight = train_gan(config, tmp_path / "straight", dataset=ring)
-    real_save = gan_module.save_checkpoint
 
-    def save_then_die(path, *, step, **kw):
-        real_save(path, step=step, **kw)
-        if step == 4:
-            with (tmp_path / "resumed" / "metrics.jsonl").open("a") as fh:
-                fh.write('{"step": 6, "d_loss": 1.3')  # killed while writing
-            raise _Interrupted
+    def tear():
+        with (tmp_path / "resumed" / "metrics.jsonl").open("a") as fh:
+            fh.write('{"step": 6, "d_loss": 1.3')  # killed while writing
 
-    monkeypatch.setattr(gan_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Interrupted):
-        train_gan(config, tmp_path / "resumed", dataset=ring)
-    monkeypatch.undo()
-    resumed = train_gan(config, tmp_path / "resumed", resume=True, dataset=ring)
+    resumed = interrupted_then_resumed(monkeypatch, gan_module, train_gan, config,
+                                       tmp_path / "resumed", ring, at_step=4, before_stop=tear)
     assert all(torch.equal(a, b) for a, b in zip(straight.generator.state_dict().values(),
                                                  resumed.generator.state_dict().values(),
                                                  strict=True))
-
-    def strip(records):
-        return [{k: v for k, v in r.items() if k != "time"} for r in records]
-
-    assert strip(read_metrics(tmp_path / "resumed")) == strip(read_metrics(tmp_path / "straight"))
+    assert records_without(tmp_path / "resumed", "time") == records_without(
+        tmp_path / "straight", "time")
 
 
 def test_read_metrics_refuses_a_damaged_line_before_the_last(tmp_path):

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from helpers import interrupted_then_resumed, records_without
 from spectral_backprop.data import load_dataset
 from spectral_backprop.train import (
     CheckpointError,
@@ -73,38 +74,18 @@ def test_entropy_term_raises_the_generator_entropy(tmp_path, ring):
     assert entropies[1.0] > entropies[0.0] + 0.5
 
 
-class _Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_resume_continues_bit_identically(tmp_path, ring, monkeypatch, ema):
     config = tiny_config(entropy={"weight": 0.1}, steps=60, ckpt_every=20, log_every=10,
                          lr_schedule="cosine", ema=ema)
     straight = train_gan(config, tmp_path / "straight", dataset=ring)
-
-    real_save = gan_module.save_checkpoint
-
-    def save_then_die(path, *, step, **kw):
-        real_save(path, step=step, **kw)
-        if step == 40:
-            raise _Interrupted
-
-    monkeypatch.setattr(gan_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Interrupted):
-        train_gan(config, tmp_path / "resumed", dataset=ring)
-    monkeypatch.undo()
-    resumed = train_gan(config, tmp_path / "resumed", resume=True, dataset=ring)
-
+    resumed = interrupted_then_resumed(monkeypatch, gan_module, train_gan, config,
+                                       tmp_path / "resumed", ring, at_step=40)
     for name in ("generator", "discriminator"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
-
-    def strip_time(records):
-        return [{k: v for k, v in r.items() if k != "time"} for r in records]
-
-    assert strip_time(read_metrics(tmp_path / "resumed")) == strip_time(
-        read_metrics(tmp_path / "straight"))
+    assert records_without(tmp_path / "resumed", "time") == records_without(
+        tmp_path / "straight", "time")
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path, ring):

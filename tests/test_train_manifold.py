@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import spectral_backprop.train.manifold as manifold_module
+from helpers import interrupted_then_resumed, records_without
 from spectral_backprop.cli import CLIError, fit_manifold
 from spectral_backprop.data.manifolds import circle, npy_array, sine, sphere
 from spectral_backprop.runfiles import read_metrics
@@ -80,36 +81,19 @@ def _plain_points():
     return Dataset("plain", torch.randn(50, 3))
 
 
-class _Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("method", ["exact", "lanczos"])
 def test_resume_continues_bit_identically(tmp_path, monkeypatch, method):
     data = circle(1000, 200)
     config = tiny(steps=60, ckpt_every=20, log_every=10, eval_every=20, method=method,
                   method_options={"num_probes": 2} if method == "lanczos" else {})
     straight = train_manifold(config, tmp_path / "straight", dataset=data)
-    real_save = manifold_module.save_checkpoint
-
-    def save_then_die(path, *, step, **kw):
-        real_save(path, step=step, **kw)
-        if step == 40:
-            raise _Interrupted
-
-    monkeypatch.setattr(manifold_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Interrupted):
-        train_manifold(config, tmp_path / "resumed", dataset=data)
-    monkeypatch.undo()
-    resumed = train_manifold(config, tmp_path / "resumed", resume=True, dataset=data)
+    resumed = interrupted_then_resumed(monkeypatch, manifold_module, train_manifold, config,
+                                       tmp_path / "resumed", data, at_step=40)
     for name in ("generator", "encoder"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
-
-    def strip(records):
-        return [{k: v for k, v in r.items() if k != "train_time"} for r in records]
-
-    assert strip(read_metrics(tmp_path / "resumed")) == strip(read_metrics(tmp_path / "straight"))
+    assert records_without(tmp_path / "resumed", "train_time") == records_without(
+        tmp_path / "straight", "train_time")
 
 
 def test_a_finished_run_is_not_overwritten(tmp_path):
