@@ -186,9 +186,11 @@ def test_a_tampered_demo_report_holds_no_script(tmp_path):
     root = write_demo(tmp_path / "run")
     results = json.loads((root / "results.json").read_text())
     for name, entry in results["variants"].items():
-        for key in ("label", "class_entropy", "classes_covered", "train_seconds"):
+        for key in ("label", "train_seconds"):
             entry[key] = SCRIPTS[hash(key) % len(SCRIPTS)] + name
-        entry["class_counts"] = SCRIPTS[:3]
+        entry["class_coverage"] = {"class_entropy": SCRIPTS[0] + name,
+                                   "classes_covered": SCRIPTS[1] + name,
+                                   "class_counts": SCRIPTS[:3]}
     results["config"] = {"steps": SCRIPTS[0], SCRIPTS[1]: 1}
     results["real_class_shares"] = SCRIPTS
     results["findings"] = [{"key": SCRIPTS[0], "title": SCRIPTS[1], "verdict": SCRIPTS[2],

@@ -81,8 +81,9 @@ def write_demo(root: Path) -> Path:
         (root / name / "samples.png").write_bytes(tiny_png(8, 8))
         variants[name] = {"label": f"variant <{name}>", "train_dir": f"{name}/train",
                           "analysis_dir": f"{name}/analysis", "samples_figure":
-                          f"{name}/samples.png", "class_counts": [10] * 9 + [1 + 20 * i],
-                          "class_entropy": 2.2, "classes_covered": 10, "train_seconds": 3.0}
+                          f"{name}/samples.png", "train_seconds": 3.0,
+                          "class_coverage": {"class_counts": [10] * 9 + [1 + 20 * i],
+                                             "class_entropy": 2.2, "classes_covered": 10}}
     results = {"loglik_typical": -40.0, "variants": variants, "config": {"steps": 30},
                "real_class_shares": [0.1] * 10}
     (root / "results.json").write_text(json.dumps(results))

@@ -31,9 +31,10 @@ def _variant(label, *, gap_search=5.0, conf_t=0.7, conf_s=0.5, shares=None, fd=2
                             "classifier_confidence_typical_se": 0.02,
                             "classifier_confidence_search_se": 0.02}}
     entry = {"label": label, "kind": kind, "fd": fd, "classifier_confidence_ratio": ratio,
-             "classes_covered": covered,
-             "class_entropy": -sum(p * math.log(p) for p in shares if p > 0),
-             "class_coverage": {"class_shares": shares, "covered_share": 0.05}, **extra}
+             "class_coverage": {"class_shares": shares, "covered_share": 0.05,
+                                "classes_covered": covered,
+                                "class_entropy": -sum(p * math.log(p) for p in shares if p > 0)},
+             **extra}
     return entry, analysis
 
 
@@ -71,6 +72,12 @@ def test_verdicts_follow_the_numbers():
     # A gap within two standard errors (se of the gap 0.71): no clear rise.
     f = _results(ml=ml, gan=_variant("GAN", gap_search=1.0), entropy=_variant("E"))
     assert "did not raise the likelihood clearly" in f["search"]["verdict"]
+    # Every held-out digit off the manifold reads as 1 flagged, not 0.
+    ml_off = _variant("ML", kind="maximum likelihood", fd=80.0, test_nll=40.0,
+                      test_nll_se=1.0, reconstruction_rms_median=0.2,
+                      real_on_manifold_fraction=0.0)
+    f = _results(ml=ml_off, gan=_variant("GAN"), entropy=_variant("E"))
+    assert "; 1 of held-out digits flagged" in f["ml"]["verdict"]
     # Class entropies within their standard error are "about as even".
     f = _results(ml=ml, gan=_variant("GAN", shares=[0.101] + [0.899 / 9] * 9),
                  entropy=_variant("E"))

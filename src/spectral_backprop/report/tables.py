@@ -61,8 +61,13 @@ def flat_metrics(analysis: Mapping[str, Any], info: Mapping[str, Any] | None = N
     if isinstance(typical, Mapping):
         value = typical.get("bits_per_dim", math.nan)
         out["bits_per_dim_typical"] = value if _number(value) else math.nan
-    for key in ("fd", "classifier_confidence_ratio", "class_entropy", "classes_covered",
-                "test_nll", "reconstruction_rms_median", "train_seconds"):
+    coverage = (info or {}).get("class_coverage")
+    coverage = coverage if isinstance(coverage, Mapping) else {}
+    for key in ("class_entropy", "classes_covered"):
+        if _number(coverage.get(key)):
+            out[key] = coverage[key]
+    for key in ("fd", "classifier_confidence_ratio", "test_nll", "reconstruction_rms_median",
+                "train_seconds"):
         if info and _number(info.get(key)):
             out[key] = info[key]
     return out

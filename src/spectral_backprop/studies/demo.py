@@ -342,9 +342,6 @@ def _results(cfg: DemoConfig, out: Path, measured: dict, reference: dict, t_star
             "analysis_dir": f"{name}/analysis", "samples_figure": f"{name}/{SAMPLES}",
             **{k: v for k, v in m.items() if k != "class_coverage"},
             "class_coverage": m["class_coverage"],
-            "classes_covered": m["class_coverage"]["classes_covered"],
-            "class_entropy": m["class_coverage"]["class_entropy"],
-            "class_counts": m["class_coverage"]["class_counts"],
             "classifier_confidence_ratio":
                 m["classifier_confidence"] / reference["classifier_confidence_heldout"],
             "test_nll": m.get("test_nll"),

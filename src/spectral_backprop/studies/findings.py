@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..report.tables import format_value
+
 __all__ = ["Z", "demo_findings", "entropy_se"]
 
 Z = 2.0  # a difference counts when it exceeds Z standard errors
@@ -26,12 +28,6 @@ def entropy_se(shares: list[float], n: int) -> float:
     h = -sum(x * math.log(x) for x in p)
     second = sum(x * math.log(x) ** 2 for x in p)
     return math.sqrt(max(second - h * h, 0.0) / n)
-
-
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}" if abs(x) < 100 else f"{x:.0f}"
 
 
 def _se(details: Mapping[str, Any], key: str) -> float:
@@ -62,8 +58,8 @@ def _search(v: Mapping[str, Any], a: Mapping[str, Any]) -> tuple[str, str]:
     conf = _compare((c_s or math.nan) - (c_t or math.nan), c_se, "higher", "lower",
                     "about the same")
     text = (f"{v['label']}: search outputs {gap:+.1f} ± {gap_se:.1f} nats over typical "
-            f"samples; classifier confidence {_f(c_s)} on them against {_f(c_t)} on "
-            f"typical samples ({conf})")
+            f"samples; classifier confidence {format_value(c_s)} on them against "
+            f"{format_value(c_t)} on typical samples ({conf})")
     if higher == "higher" and conf == "lower":
         verdict = "seen: higher likelihood and less digit-like outputs"
     elif higher == "higher" and conf == "higher":
@@ -97,20 +93,20 @@ def _search_finding(results: Mapping[str, Any], analyses: Mapping[str, Mapping])
 def _entropy_finding(results: Mapping[str, Any]) -> dict:
     gan, ent = results["variants"]["gan"], results["variants"]["entropy"]
     n = results["config"]["quality_samples"]
-    h_g, h_e = gan["class_entropy"], ent["class_entropy"]
-    se = math.hypot(entropy_se(gan["class_coverage"]["class_shares"], n),
-                    entropy_se(ent["class_coverage"]["class_shares"], n))
+    cov_g, cov_e = gan["class_coverage"], ent["class_coverage"]
+    h_g, h_e = cov_g["class_entropy"], cov_e["class_entropy"]
+    se = math.hypot(entropy_se(cov_g["class_shares"], n), entropy_se(cov_e["class_shares"], n))
     change = _compare(h_e - h_g, se, "more even", "less even", "about as even")
     fd_word = "lower (better)" if ent["fd"] < gan["fd"] else "higher (worse)"
-    share = gan["class_coverage"]["covered_share"]
+    share = cov_g["covered_share"]
     return {
         "key": "entropy", "title": "The entropy term against mode collapse",
         "paper": "Maximising the generator's entropy H[p_G] = H[p_Z] + ½ E log det JᵀJ, "
                  "differentiable by spectral backpropagation, keeps a GAN from collapsing "
                  "onto few modes.",
         "measured": [
-            f"classes with ≥ {share:.0%} of {n} samples: {gan['classes_covered']} without, "
-            f"{ent['classes_covered']} with the term",
+            f"classes with ≥ {share:.0%} of {n} samples: {cov_g['classes_covered']} without, "
+            f"{cov_e['classes_covered']} with the term",
             f"entropy of predicted classes: {h_g:.3f} without, {h_e:.3f} with "
             f"(± {se:.3f}; ln 10 = 2.303 is perfectly even)",
             f"feature FD to held-out digits: {gan['fd']:.1f} without, {ent['fd']:.1f} with "
@@ -128,8 +124,9 @@ def _ml_finding(results: Mapping[str, Any]) -> dict | None:
     best = min(gans.values(), key=lambda v: v["fd"])
     frac = ml["real_on_manifold_fraction"]
     q = results["config"]["analysis"].get("residual_quantile", 0.9)
+    flagged = None if frac is None else 1 - frac
     verdict = (f"a generator trained on data by its implicit likelihood; "
-               f"{_f(frac and 1 - frac, 2)} of held-out digits flagged off its manifold; its "
+               f"{format_value(flagged)} of held-out digits flagged off its manifold; its "
                f"samples are {'better' if ml['fd'] < best['fd'] else 'worse'} than the best "
                f"GAN's by feature FD ({ml['fd']:.1f} against {best['fd']:.1f})")
     return {
@@ -138,12 +135,13 @@ def _ml_finding(results: Mapping[str, Any]) -> dict | None:
                  "train a generator where no likelihood was written down.",
         "measured": [
             f"test NLL of held-out digits on the learned manifold: {ml['test_nll']:.1f} ± "
-            f"{_f(ml['test_nll_se'], 2)} nats (density w.r.t. {results['config']['ml_latent_dim']}"
-            f"-dimensional volume on the manifold; not comparable with densities on R^784)",
+            f"{format_value(ml['test_nll_se'])} nats (density w.r.t. "
+            f"{results['config']['ml_latent_dim']}-dimensional volume on the manifold; "
+            f"not comparable with densities on R^784)",
             f"median reconstruction error of held-out digits through the encoder: "
             f"{ml['reconstruction_rms_median']:.3f} RMS per pixel (pixels in [−1, 1])",
             f"held-out digits as close to the manifold as training digits (residual within "
-            f"the {q:.0%} quantile of training digits'): {_f(frac, 2)}",
+            f"the {q:.0%} quantile of training digits'): {format_value(frac)}",
             f"feature FD of its samples: {ml['fd']:.1f}; classifier confidence on samples "
             f"{ml['classifier_confidence_ratio']:.2f}× that on held-out digits",
         ],
@@ -155,13 +153,14 @@ def _quality_finding(results: Mapping[str, Any]) -> dict:
     ref = results["reference"]
     lines = [f"{v['label']}: feature FD {v['fd']:.1f}, classifier confidence "
              f"{v['classifier_confidence_ratio']:.2f}× its confidence on held-out digits, "
-             f"{v['classes_covered']} of 10 classes with ≥ "
+             f"{v['class_coverage']['classes_covered']} of 10 classes with ≥ "
              f"{v['class_coverage']['covered_share']:.0%} of samples"
              for v in results["variants"].values()]
     lines.append(f"held-out against {ref['fd_train_samples']} training digits (the floor of "
                  f"the FD at this sample size): {ref['fd_train_vs_heldout']:.1f}")
     readable = [v["label"] for v in results["variants"].values()
-                if v["classifier_confidence_ratio"] >= 0.85 and v["classes_covered"] >= 9]
+                if v["classifier_confidence_ratio"] >= 0.85
+                and v["class_coverage"]["classes_covered"] >= 9]
     return {
         "key": "quality", "title": "Do the samples read as digits?",
         "paper": "(not a claim of the paper: the context every other number needs)",
