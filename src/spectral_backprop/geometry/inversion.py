@@ -119,8 +119,9 @@ def encode_to_manifold(G: Generator, E: Generator, x: Tensor, residual_tol: floa
 
     For a generator trained with an encoder (maximum implicit likelihood,
     :mod:`spectral_backprop.manifold`), ``E(x)`` is the model's own projection: the one
-    its training loss and its test NLL use. Residuals are RMS per output entry, like
-    :func:`invert`'s.
+    its training loss and its test NLL use, as in M-flows (Brehmer & Cranmer 2020, arXiv
+    2003.13913). Residuals are RMS per output entry, like :func:`invert`'s:
+    ``‖G(E(x)) − x‖ / √n``.
     """
     x = x.to(param_dtype(G))
     latents, recons = [], []

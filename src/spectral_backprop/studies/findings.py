@@ -6,7 +6,9 @@ has no error bar here (the feature FD of one run) the text gives the numbers wit
 verdict on small differences. The paper is Ramesh & LeCun 2018, arXiv 1806.00499.
 
 Standard error of a class-share entropy ``H = −Σ p_c log p_c`` from ``N`` samples, by
-the delta method: ``Var H ≈ (Σ p_c (log p_c)² − H²) / N``.
+the delta method: ``Var H ≈ (Σ p_c (log p_c)² − H²) / N`` (Basharin 1959, "On a
+statistical estimate for the entropy of a sequence of independent random variables",
+Theory Probab. Appl. 4(3)).
 """
 
 from __future__ import annotations
