@@ -245,10 +245,8 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")  # non-convergence shows in the errors
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     b = torch.backends
-    flags = {s: getattr(getattr(b, s.split(".")[0]), s.split(".")[1]).fp32_precision
-             for s in ("cudnn.conv", "cuda.matmul")
-             if hasattr(getattr(getattr(b, s.split(".")[0]), s.split(".")[1]),
-                        "fp32_precision")}
+    switches = {"cudnn.conv": b.cudnn.conv, "cuda.matmul": b.cuda.matmul}
+    flags = {n: s.fp32_precision for n, s in switches.items() if hasattr(s, "fp32_precision")}
     print(f"# bench_gpu: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
           f"{b.cudnn.version() if b.cudnn.is_available() else None}; {os.cpu_count()} CPU "
           f"cores, {torch.get_num_threads()} threads; float32 precision flags {flags}")

@@ -22,13 +22,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -36,6 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import manifold_estimators  # noqa: E402
+from bench_exact import peak_rss, reset_peak_rss  # noqa: E402
+from bench_stochastic import cosine, flat_grad, interleaved  # noqa: E402
 from spectral_backprop.manifold import manifold_loss, manifold_terms  # noqa: E402
 from spectral_backprop.models.encoders import build_manifold_pair  # noqa: E402
 
@@ -56,15 +57,13 @@ def partly_trained_pair(steps: int, k: int = 8):
     return r.generator.double(), r.encoder.double(), r.dataset.test[:16].double().flatten(1)
 
 
-def flat_grad(G, E, x, method, **options):
+def manifold_grad(G, E, x, method, **options):
     params = [*G.parameters(), *E.parameters()]
     half = manifold_terms(lambda z: G(z).flatten(1), lambda v: E(v), x, method=method,
                           **options).half_logdet.mean()
     if not half.requires_grad:
         return torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
-    gs = torch.autograd.grad(half, params, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                      for p, g in zip(params, gs, strict=True)])
+    return flat_grad(half, params)
 
 
 def dense_reference(G, E, x):
@@ -72,9 +71,7 @@ def dense_reference(G, E, x):
     z = E(x)
     J = torch.func.vmap(torch.func.jacfwd(lambda zi: G(zi[None]).flatten(1)[0]))(z)
     half = 0.5 * torch.linalg.slogdet(J.transpose(1, 2) @ J).logabsdet.mean()
-    gs = torch.autograd.grad(half, params, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                      for p, g in zip(params, gs, strict=True)])
+    return flat_grad(half, params)
 
 
 def accuracy(args) -> None:
@@ -99,8 +96,8 @@ def accuracy(args) -> None:
             opts = dict(options)
             if method in ("lanczos", "rnf_hutchinson", "fif"):
                 opts["generator"] = torch.Generator().manual_seed(s)
-            g = flat_grad(G, E, x, method, **opts)
-            cos.append(torch.nn.functional.cosine_similarity(g, ref, dim=0).item())
+            g = manifold_grad(G, E, x, method, **opts)
+            cos.append(cosine(g, ref))
             rel.append(((g - ref).norm() / ref.norm()).item())
             prods.append(products if products is not None else
                          _products(G, E, x, method, options))
@@ -143,17 +140,6 @@ def one_step(method: str, k: int, n: int, batch: int):
     return step
 
 
-def _status_mib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def memory_child(method: str, k: int, n: int, batch: int) -> None:
     """Peak resident memory of one step above the resident memory before it (MiB).
 
@@ -162,7 +148,8 @@ def memory_child(method: str, k: int, n: int, batch: int) -> None:
     ≥ 4.0, ``Documentation/admin-guide/mm/soft-dirty`` / ``proc(5)``), so that the import
     of torch no longer masks the step's peak; ``peak = VmHWM − VmRSS`` around one step.
     Where that is unavailable, ``ru_maxrss`` above its value before the step (which
-    reads 0 when the step peaks below the import's peak).
+    reads 0 when the step peaks below the import's peak). The counters are
+    ``bench_exact.reset_peak_rss`` / ``peak_rss``.
     """
     import ctypes
     import gc
@@ -170,17 +157,11 @@ def memory_child(method: str, k: int, n: int, batch: int) -> None:
     step = one_step(method, k, n, batch)
     step()  # warm-up: lazy initialisations, the optimiser-free graph's first run
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before, how = _status_mib("VmRSS"), "hwm"
-    except OSError:
-        before, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "maxrss"
+    before = reset_peak_rss()
     step()
-    peak = (_status_mib("VmHWM") if how == "hwm"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps({"mib": peak - before, "how": how}))
+    print(json.dumps({"mib": (peak_rss() - before) / 2**20}))
 
 
 def cost(args) -> None:
@@ -191,15 +172,7 @@ def cost(args) -> None:
     print("|---|---|" + "---|" * len(args.estimators))
     for k, n in shapes:
         steps = {m: one_step(m, k, n, args.batch) for m in args.estimators}
-        for s in steps.values():
-            s()  # warm-up
-        times = {m: [] for m in args.estimators}
-        for _ in range(args.repeats):
-            for m, s in steps.items():
-                t0 = time.perf_counter()
-                s()
-                times[m].append(time.perf_counter() - t0)
-        med = {m: statistics.median(t) for m, t in times.items()}
+        med = interleaved({m: lambda _r, s=s: s() for m, s in steps.items()}, args.repeats)
         mem = {m: _child_memory(m, k, n, args.batch) for m in args.estimators}
         cells = [f"{med[m] * 1e3:.1f} ms ({med[m] / med['exact']:.2f}×), {mem[m]:.0f} MiB"
                  for m in args.estimators]

@@ -132,29 +132,27 @@ def _mode(grad: bool):
 # ---------------------------------------------------------------- ours
 
 
-def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
+def _lanczos(prob: Problem, seed: int, grad: bool, keys: tuple[str, ...], **options) -> Out:
+    """``method="lanczos"`` on ``prob``; ``keys`` of its report go into ``Out.extra``."""
     with _mode(grad):
         est = spectral_sum(prob.G, prob.z, "logdet", method="lanczos", return_info=True,
-                           generator=torch.Generator().manual_seed(seed), num_probes=p,
-                           **options)
+                           generator=torch.Generator().manual_seed(seed), **options)
     g = flat_grad(est.value, prob.params) if grad else None
     info = est.info
-    extra = {key: _plain(info[key]) for key in ("met", "rel_std_error") if key in info}
+    extra = {key: _plain(info[key]) for key in keys if key in info}
     return Out(est.value.detach(), g, float(torch.as_tensor(info["matvecs"]).float().mean()),
                extra)
+
+
+def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
+    return _lanczos(prob, seed, grad, ("met", "rel_std_error"), num_probes=p, **options)
 
 
 def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool) -> Out:
-    with _mode(grad):
-        est = spectral_sum(prob.G, prob.z, "logdet", method="lanczos", return_info=True,
-                           generator=torch.Generator().manual_seed(seed), rtol=rtol)
-    g = flat_grad(est.value, prob.params) if grad else None
-    info = est.info
-    extra = {key: _plain(info[key]) for key in ("probes", "met", "rel_std_error") if key in info}
-    achieved = ((est.value.detach().double() - prob.v_true) / prob.v_true).abs()
-    extra["achieved_rel_error"] = achieved.tolist()
-    return Out(est.value.detach(), g, float(torch.as_tensor(info["matvecs"]).float().mean()),
-               extra)
+    out = _lanczos(prob, seed, grad, ("probes", "met", "rel_std_error"), rtol=rtol)
+    achieved = ((out.value.double() - prob.v_true) / prob.v_true).abs()
+    out.extra["achieved_rel_error"] = achieved.tolist()
+    return out
 
 
 def _plain(x):

@@ -118,6 +118,14 @@ def analytic(M: torch.Tensor, s: int, gen: torch.Generator) -> dict[str, torch.T
             "oracle +cv": rademacher_variance(Po @ (A - c * eye) @ Po)}
 
 
+def log_forms(matvec, Q: torch.Tensor, X: torch.Tensor):
+    """Lanczos forms of ``log`` for the basis ``Q`` then the probes ``X``, under the
+    library's stopping rule (its private ``_budget``, no earlier rounds, no ``rtol``)."""
+    zero = Q.new_zeros(Q.shape[0])
+    return lanczos_forms(matvec, torch.cat([Q, X], -1), LOG, num_matvecs=64, tol=None,
+                         budget=_budget(Q.shape[-1], _Prior(zero, zero, 0, zero), None))
+
+
 def two_part(G, z, Q, num_probes, gen, cv: bool):
     """``Σ_i q_iᵀ g(M) q_i + (1/p) Σ_j (x_jᵀ g(M) x_j [− c_{−j}(‖x_j‖² − (k − s))])``.
 
@@ -128,9 +136,7 @@ def two_part(G, z, Q, num_probes, gen, cv: bool):
     s = Q.shape[-1]
     X = sample_probes(B, k, num_probes, "rademacher", basis=Q if s else None, generator=gen,
                       dtype=z.dtype)
-    zero = z.new_zeros(B)
-    forms = lanczos_forms(matvec, torch.cat([Q, X], -1), LOG, num_matvecs=64, tol=None,
-                          budget=_budget(s, _Prior(zero, zero, 0, zero), None))
+    forms = log_forms(matvec, Q, X)
     exact, q = forms.values[:, :s].sum(-1), forms.values[:, s:]
     if cv and s and num_probes > 1:
         n2 = X.pow(2).sum(1)
@@ -146,13 +152,10 @@ def run_method(name, G, z, n_cols, seed):
     B, k = z.shape
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if name == "plain":
+        if name in ("plain", "deflate"):
             est = logdet_jtj(G, z, method="lanczos", num_probes=p, generator=gen,
-                             return_info=True, check_coupling=False)
-            return est.value, est.info["matvecs"]
-        if name == "deflate":
-            est = logdet_jtj(G, z, method="lanczos", num_probes=p, deflate=s, generator=gen,
-                             return_info=True, check_coupling=False)
+                             return_info=True, check_coupling=False,
+                             **({"deflate": s} if name == "deflate" else {}))
             return est.value, est.info["matvecs"]
         matvec = metric_matvec(G, z, check_coupling=False)
         if name.startswith("hutch++"):
@@ -198,9 +201,7 @@ def pilot(name, G, z, frac):
                                    device=z.device).deflation_basis(s, LOG.dg)
         X = sample_probes(B, k, p, "rademacher", basis=Q if s else None, generator=gen,
                           dtype=z.dtype)
-        zero = z.new_zeros(B)
-        forms = lanczos_forms(matvec, torch.cat([Q, X], -1), LOG, num_matvecs=64, tol=None,
-                              budget=_budget(s, _Prior(zero, zero, 0, zero), None))
+        forms = log_forms(matvec, Q, X)
     steps = forms.iterations.double()
     # Products are counted per padded lane (the longest column of the batch), as in info.
     lane = forms.matvecs / (s + p)

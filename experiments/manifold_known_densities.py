@@ -117,17 +117,13 @@ def table(runs: list[dict]) -> str:
                 continue
             reach = [time_to_reach(r["curve"]) for r in sel]
             hit = [t for t in reach if t is not None]
+            seconds = f"{np.mean(hit):.1f}" if hit else "–"
             rows.append(
                 f"| {label(data, ambient)} | {method} | "
                 f"{mean_se([r['final']['kl'] for r in sel])} | "
                 f"{mean_se([r['final']['manifold_distance'] for r in sel])} | "
                 f"{np.mean([r['final']['seconds_per_step'] for r in sel]) * 1e3:.1f} ms | "
-                f"{len(hit)}/{len(sel)} | {np.mean(hit):.1f} |" if hit else
-                f"| {label(data, ambient)} | {method} | "
-                f"{mean_se([r['final']['kl'] for r in sel])} | "
-                f"{mean_se([r['final']['manifold_distance'] for r in sel])} | "
-                f"{np.mean([r['final']['seconds_per_step'] for r in sel]) * 1e3:.1f} ms | "
-                f"0/{len(sel)} | – |")
+                f"{len(hit)}/{len(sel)} | {seconds} |")
     return "\n".join(rows) + "\n"
 
 
