@@ -43,6 +43,7 @@ __all__ = [
     "lanczos_function",
     "lanczos_quadrature",
     "ritz_pairs",
+    "rounding_floor",
     "tridiagonal",
 ]
 
@@ -95,9 +96,14 @@ def tridiagonal(alpha: Tensor, beta: Tensor, steps: Tensor | None = None) -> Ten
     return torch.diag_embed(alpha) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
 
 
-def _breakdown_tol(dtype: torch.dtype, k: int) -> float:
-    # After full reorthogonalisation a vector in the Krylov space leaves a remainder
-    # of rounding size, about √k·eps relative to ‖M‖.
+def rounding_floor(dtype: torch.dtype, k: int) -> float:
+    """The relative rounding level of a fully reorthogonalised Lanczos run: ``10 √k · eps``.
+
+    After full reorthogonalisation a vector in the Krylov space leaves a remainder of
+    about ``√k · eps`` relative to ``‖M‖`` (Parlett, *The Symmetric Eigenvalue Problem*,
+    1998, ch. 13). Below it a step counts as a breakdown here, and a quadrature as
+    converged (:mod:`~..spectral.slq`, :mod:`~..spectral.chebyshev_hutchinson`).
+    """
     return 10.0 * (k**0.5) * torch.finfo(dtype).eps
 
 
@@ -142,7 +148,7 @@ def lanczos(
     steps = torch.zeros(B, c, dtype=torch.long, device=device)
     breakdown = torch.zeros(B, c, dtype=torch.bool, device=device)
     scale = torch.zeros(B, c, dtype=dtype, device=device)  # running estimate of ‖M‖
-    eps_break = _breakdown_tol(dtype, k)
+    eps_break = rounding_floor(dtype, k)
     q_prev = torch.zeros_like(start)
     beta_prev = torch.zeros(B, c, dtype=dtype, device=device)
     ran = 0

@@ -182,7 +182,8 @@ def qr_logdet(
     W = torch.cholesky_inverse(R + torch.diag_embed(zero.to(R.dtype)), upper=True)
     inv_trace = W.diagonal(dim1=-2, dim2=-1).sum(-1)  # = tr(M⁻¹) = ‖R⁻¹‖_F²
     trace = R.square().sum((-2, -1))
-    cut = (k * torch.finfo(J.dtype).eps) ** 2 * trace
+    rank2 = (k * torch.finfo(J.dtype).eps) ** 2  # the rank cut-off k·eps·σ_max, squared
+    cut = rank2 * trace
     if rank_tol is not None:
         cut = torch.maximum(cut, torch.full_like(cut, rank_tol))
     smallest = 1.0 / inv_trace  # a lower bound on σ_min²
@@ -191,8 +192,7 @@ def qr_logdet(
     if unsure.any():
         sigma = torch.linalg.svdvals(R[unsure])  # descending
         lam = sigma.flip(-1).square()
-        tol = rank_tol if rank_tol is not None else (k * torch.finfo(J.dtype).eps) ** 2 * lam[
-            :, -1]
+        tol = rank_tol if rank_tol is not None else rank2 * lam[:, -1]
         singular[unsure] = singular_samples(lam, tol)
         smallest = smallest.clone()
         smallest[unsure] = lam[:, 0]

@@ -46,7 +46,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..linalg.lanczos import lanczos, lanczos_function, lanczos_quadrature
+from ..linalg.lanczos import lanczos, lanczos_function, lanczos_quadrature, rounding_floor
 from .functions import SpectralFunction
 from .quadratic import ErrorBudget, QuadraticForms
 
@@ -55,12 +55,6 @@ __all__ = ["RHO_MAX", "lanczos_forms", "rounding_floor"]
 # The largest convergence ratio the error estimate believes (module docstring): at most
 # a factor 1/(1 − 0.95) = 20 between the last change and the estimated error.
 RHO_MAX = 0.95
-
-
-def rounding_floor(dtype: torch.dtype, k: int) -> float:
-    """Relative accuracy below which a quadrature counts as converged: ``10 √k · eps``,
-    the size of the rounding left after full reorthogonalisation (as for breakdown)."""
-    return 10.0 * (k**0.5) * torch.finfo(dtype).eps
 
 
 Fn = Callable[[Tensor], Tensor]
@@ -166,6 +160,7 @@ class _AdaptiveStop:
         allowed = self.budget(self.norm2 * q, spread2, error)
         value_ok = (error <= allowed) | (error <= self.floor * self.norm2 * q_abs)
         vector = torch.zeros_like(error)
+        changed = steps != self.last
         if self.vector_fn is not None:
             y = (S * (self.vector_fn(theta) * S[..., 0, :])[..., None, :]).sum(-1)  # h(T)e_1
             m = torch.arange(j, device=steps.device)
@@ -178,10 +173,9 @@ class _AdaptiveStop:
                 vector = torch.linalg.vector_norm(y - prev, dim=-1) / torch.linalg.vector_norm(
                     y, dim=-1).clamp_min(tiny)
                 vector = torch.where(steps < 2, torch.full_like(vector, torch.inf), vector)
-            self.y_prev = torch.where((steps != self.last)[..., None], y,
+            self.y_prev = torch.where(changed[..., None], y,
                                       _pad(self.y_prev, j) if self.y_prev is not None else y)
         ok = value_ok & (vector <= self.vector_tol)
-        changed = steps != self.last
         self.error = torch.where(changed, error, self.error)
         self.allowed = torch.where(changed, allowed, self.allowed)
         self.vector = torch.where(changed, vector, self.vector)

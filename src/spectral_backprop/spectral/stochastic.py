@@ -134,8 +134,16 @@ SKETCH_STEPS_PER_VECTOR = 4
 Matvec = Callable[[Tensor], Tensor]
 
 
-def _validate_options(k, method, num_probes, num_matvecs, tol, probes, generator, deflate,
-                      on_nonconvergence, symmetric, rtol=None, max_probes=None) -> None:
+def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, max_probes, probes,
+                      generator, deflate, jitter, on_nonconvergence, on_singular,
+                      symmetric) -> int:
+    """Check every option of :func:`stochastic_spectral_sum`, and return ``max_probes``
+    with its default (``0`` without ``rtol``)."""
+    if method not in ("lanczos", "chebyshev"):
+        raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
+    check_latents(G, z)
+    check_singular_options(on_singular, jitter)
+    k = z.shape[1]
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
     if num_matvecs is not None and (
@@ -174,6 +182,9 @@ def _validate_options(k, method, num_probes, num_matvecs, tol, probes, generator
         raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
+    if rtol is None:
+        return 0
+    return max(DEFAULT_MAX_PROBES, num_probes) if max_probes is None else max_probes
 
 
 @dataclass
@@ -533,17 +544,12 @@ def stochastic_spectral_sum(
     Returns:
         ``Tensor[B]`` (or a :class:`SpectralEstimate`); float32 for float16 / bfloat16 ``z``.
     """
-    if method not in ("lanczos", "chebyshev"):
-        raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
-    check_latents(G, z)
-    check_singular_options(on_singular, jitter)
-    _validate_options(z.shape[1], method, num_probes, num_matvecs, tol, probes, generator,
-                      deflate, on_nonconvergence, symmetric, rtol, max_probes)
-    if rtol is not None and max_probes is None:
-        max_probes = max(DEFAULT_MAX_PROBES, num_probes)
+    max_probes = _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol,
+                                   max_probes, probes, generator, deflate, jitter,
+                                   on_nonconvergence, on_singular, symmetric)
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
                     on_singular, check_coupling)
-    forms = _rounds(prep, fn, method, num_probes, num_matvecs, tol, rtol, max_probes or 0,
+    forms = _rounds(prep, fn, method, num_probes, num_matvecs, tol, rtol, max_probes,
                     probes, generator, symmetric, on_nonconvergence, on_singular)
     value, std_error = _estimate(G, z, fn, prep, forms, symmetric, on_singular, method)
     return SpectralEstimate(value, std_error, prep.info) if return_info else value
