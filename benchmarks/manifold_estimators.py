@@ -27,7 +27,9 @@ estimator of free-form flows, Draxler et al. 2024, arXiv 2310.16624):
 Jacobian ``J_E(x)`` at the data point, and one Gaussian probe ``v``:
 surrogate ``sg(vᵀ J_E(x)) · (J_G(z) v)`` (one JVP of G with a graph, one VJP of E
 without). Unbiased only where ``J_E J_G = I`` (the encoder inverts the generator on the
-manifold, to first order).
+manifold, to first order). As in their code, the decoder's forward-mode pass also
+supplies the reconstruction ``G(z)`` (``info["output"]``, reused by the loss), as the
+library's exact mode does.
 
 ``no_volume`` — the volume term dropped (0, no gradient): the heuristic that rectangular
 flows argue against (its likelihood is that of the latent alone).
@@ -155,12 +157,16 @@ def fif(G, z: Tensor, fn, *, encoder, data: Tensor, num_probes: int = 1,
         zx = encoder(x)
         vJE = torch.stack([torch.autograd.grad(zx, x, vi, retain_graph=True)[0].flatten(1)
                            for vi in v])  # [K, B, n], no graph
-    s = 0
+    s, output = 0, None
     for i in range(num_probes):
-        _, JGv = torch.func.jvp(f, (z,), (v[i],))
+        x1, JGv = torch.func.jvp(f, (z,), (v[i],))
+        output = x1 if output is None else output
         s = s + (vJE[i].detach() * JGv).sum(-1)
     s = 2 * s / num_probes  # log det = 2 · ½ log det
-    return _result(s - s.detach(), None, "fif", return_info)
+    est = _result(s - s.detach(), None, "fif", return_info)
+    if return_info:
+        est.info["output"] = output  # the reconstruction, from the decoder's JVP
+    return est
 
 
 def no_volume(G, z: Tensor, fn, *, jitter: float = 0.0, on_singular: str = "warn",

@@ -49,6 +49,33 @@ def test_loss_and_gradient_match_a_dense_float64_reference(device):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
+class CountingGenerator(nn.Module):
+    def __init__(self, G):
+        super().__init__()
+        self.G, self.calls = G, 0
+
+    def forward(self, z):
+        self.calls += 1
+        return self.G(z)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1])
+def test_exact_reuses_its_forward_pass_for_the_reconstruction(chunk_size):
+    """No separate decoding pass: G runs once per chunk of Jacobian columns (inside the
+    forward-mode products), and the loss and gradient still match the reference."""
+    G, E = tiny_pair()
+    counted = CountingGenerator(G)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    params = [*G.parameters(), *E.parameters()]
+    loss, _ = manifold_loss(counted, E, x, beta=3.0, check_coupling=False,
+                            chunk_size=chunk_size)
+    assert counted.calls == (1 if chunk_size is None else 2)  # k = 2 columns
+    ref, _ = dense_reference_loss(G, E, x, 3.0)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads(loss, params), grads(ref, params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
 def test_volume_points_give_an_unbiased_loss_and_gradient():
     """With the log det on m of B points, the loss averaged over the B cyclic shifts of the
     batch (each point equally often among the first m) is the full loss, and so is its

@@ -338,6 +338,7 @@ def test_an_allocation_that_cannot_fit_raises_memory_error_naming_the_option():
                                          ("chebyshev", "Chebyshev recurrence")])
 def test_the_memory_guard_fires_before_the_allocation(monkeypatch, method, what):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 4096)
+    monkeypatch.setattr(memory, "UNCHECKED_BYTES", 0)  # check even these small arrays
     G, z = mlp_generator(8, 40, 16), torch.randn(4, 8, dtype=torch.float64)
     with pytest.raises(MemoryError, match=f"{what}.* needs .* but cpu has 4 KiB"):
         logdet_jtj(G, z, method=method, **_options(method))

@@ -107,18 +107,27 @@ def _encode(E, x: Tensor) -> Tensor:
     return z
 
 
-def _decode(G, z: Tensor, x: Tensor) -> Tensor:
-    try:
-        x_hat = G(z)
-    except RuntimeError as err:
-        raise ValueError(f"the encoder's latents [B, {z.shape[1]}] do not fit the generator "
-                         f"(G(z) failed: {err}); make the encoder's output size G's latent "
-                         "size") from err
-    if x_hat.shape[0] != x.shape[0] or x_hat[0].numel() != x[0].numel():
-        raise ValueError(f"the generator maps latents to shape {tuple(x_hat.shape[1:])}, "
-                         f"the data points have shape {tuple(x.shape[1:])}: they must hold "
+def _decode(G, z: Tensor, x: Tensor, known: Tensor | None = None) -> Tensor:
+    """``G(z)`` shaped like ``x``. ``known`` is ``G(z[:m])`` flattened to ``[m, n]`` (the
+    exact log det's by-product): only the other ``B − m`` latents are decoded."""
+    m = 0 if known is None else known.shape[0]
+    parts = [] if known is None else [known]
+    if m < z.shape[0]:
+        try:
+            rest = G(z[m:])
+        except RuntimeError as err:
+            raise ValueError(f"the encoder's latents [B, {z.shape[1]}] do not fit the "
+                             f"generator (G(z) failed: {err}); make the encoder's output "
+                             "size G's latent size") from err
+        if rest.shape[0] != z.shape[0] - m:
+            raise ValueError(f"the generator maps {z.shape[0] - m} latents to "
+                             f"{rest.shape[0]} outputs")
+        parts.append(rest.reshape(rest.shape[0], -1))
+    if parts[-1].shape[1] != x[0].numel():
+        raise ValueError(f"the generator maps latents to {parts[-1].shape[1]} values, the "
+                         f"data points have shape {tuple(x.shape[1:])}: they must hold "
                          "the same number of values")
-    return x_hat.reshape(x.shape)
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(x.shape)
 
 
 def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str = "exact",
@@ -151,7 +160,6 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
                         "drop return_info")
     check_data(x)
     z = _encode(E, x)
-    x_hat = _decode(G, z, x)
     if accepts_option(method, "encoder", z.shape[1], unchecked=False):
         options.setdefault("encoder", E)
     m = x.shape[0] if volume_points is None else volume_points
@@ -159,8 +167,15 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
         raise ValueError(f"volume_points must be in [1, {x.shape[0]}] (the batch), got {m}")
     if accepts_option(method, "data", z.shape[1], unchecked=False):
         options.setdefault("data", x if m == x.shape[0] else x[:m])
-    est = logdet_jtj(G, z[:m], method=method, return_info=True, **options)
+    try:
+        est = logdet_jtj(G, z[:m], method=method, return_info=True, **options)
+    except (RuntimeError, ValueError):
+        _decode(G, z, x)  # names the problem when the latents do not fit G at all
+        raise
     assert isinstance(est, SpectralEstimate)
+    # The exact mode's forward-mode products computed G(z[:m]) already: reused, which
+    # saves a forward and a backward pass of G over those points.
+    x_hat = _decode(G, z, x, est.info.get("output"))
     half = 0.5 * est.value.to(x.dtype)
     if m < x.shape[0]:
         half = torch.cat([half, half.new_full((x.shape[0] - m,), float("nan"))])

@@ -376,8 +376,11 @@ def jacobian_columns(G: Generator, z: Tensor, tangents: Tensor) -> tuple[Tensor,
     def one(t: Tensor) -> tuple[Tensor, Tensor]:
         return jvp(f, (z,), (t,))
 
-    # The primal output does not depend on the tangent: vmap returns it once.
     with full_precision(z.device):
+        if tangents.shape[0] == 1:  # one column: vmap would only add overhead
+            x, col = one(tangents[0])
+            return x, col[:, :, None]
+        # The primal output does not depend on the tangent: vmap returns it once.
         x, cols = vmap(one, out_dims=(None, 0))(tangents)
     return x, cols.permute(1, 2, 0)
 

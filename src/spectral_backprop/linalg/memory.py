@@ -11,7 +11,9 @@ definition of ``MemAvailable`` in the Linux kernel's ``Documentation/filesystems
 on CUDA the driver's free memory plus what PyTorch's caching allocator holds unused.
 Above it, :class:`MemoryError` names the request, its size and the option that sets it,
 instead of a crash deep in an allocator (or the out-of-memory killer). Where the free
-memory cannot be read (other systems), nothing is refused.
+memory cannot be read (other systems), nothing is refused. Requests below
+``UNCHECKED_BYTES`` (16 MiB) are not checked at all: reading the free memory costs a
+file read on the CPU and a device synchronisation on CUDA, on every training step.
 
 Example:
     >>> check_allocation(10, torch.float64, "cpu", what="ten numbers")  # fits
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["available_bytes", "check_allocation"]
+__all__ = ["UNCHECKED_BYTES", "available_bytes", "check_allocation"]
+
+UNCHECKED_BYTES = 2**24
 
 
 def _meminfo_bytes(*fields: str) -> int | None:
@@ -69,6 +73,8 @@ def check_allocation(
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     need = float(numel) * itemsize * copies
+    if need < UNCHECKED_BYTES:
+        return
     have = available_bytes(device)
     if have is None or need <= have:
         return

@@ -41,7 +41,8 @@ class SpectralEstimate:
             sketch included), ``iterations``/``residual``/``converged`` per vector
             ``[B, c]`` (deflation vectors first), ``deflated`` Ritz values,
             ``interval`` and ``degree`` (Chebyshev) and ``singular`` samples; the exact
-            method adds ``singular``.
+            method adds ``singular`` and ``output`` (``G(z)`` as ``[B, n]``, with its
+            graph: its forward-mode products compute it anyway).
     """
 
     value: Tensor

@@ -240,8 +240,9 @@ def _eigh_value_and_weights(
 
 
 def _jacobian(G: Generator, z: Tensor, chunk_size: int | None, check_coupling: bool
-              ) -> list[Tensor]:
-    """``J``'s column chunks (with their graph), after the front door and a memory check."""
+              ) -> tuple[Tensor, list[Tensor]]:
+    """``G(z)`` flattened and ``J``'s column chunks (both with their graph), after the
+    front door and a memory check."""
 
     def check_memory(n: int) -> None:
         B, k = z.shape
@@ -250,9 +251,10 @@ def _jacobian(G: Generator, z: Tensor, chunk_size: int | None, check_coupling: b
                          fix="Use a smaller batch, or a stochastic method "
                              "(method='lanczos'), which never forms J.")
 
-    return [cols for _, _, cols in jacobian_chunks(
-        G, z, chunk_size=chunk_size, column_fn=_columns_fn(G, z, chunk_size),
-        check_coupling=check_coupling, check_memory=check_memory)]
+    pieces = list(jacobian_chunks(G, z, chunk_size=chunk_size,
+                                  column_fn=_columns_fn(G, z, chunk_size),
+                                  check_coupling=check_coupling, check_memory=check_memory))
+    return pieces[0][1], [cols for _, _, cols in pieces]
 
 
 def exact_spectral_sum(
@@ -289,10 +291,11 @@ def exact_spectral_sum(
         check_coupling: test that ``G`` treats samples independently (raise otherwise);
             ``⌈log₄ B⌉ + 1`` extra forward-mode products (:mod:`~..linalg.jacobian`).
         return_info: return a :class:`SpectralEstimate` (standard error 0, ``info`` with
-            ``method="exact"`` and the ``singular`` samples) instead of the value.
+            ``method="exact"``, the ``singular`` samples and ``output``, ``G(z)``
+            flattened to ``[B, n]`` with its graph) instead of the value.
     """
     check_singular_options(on_singular, jitter, rank_tol)
-    chunks = _jacobian(G, z, chunk_size, check_coupling)
+    output, chunks = _jacobian(G, z, chunk_size, check_coupling)
     dtype = work_dtype(z.dtype)
     algebra = [c.detach().to(dtype) for c in chunks]
     if fn is SPECTRAL_FUNCTIONS["logdet"]:
@@ -310,6 +313,8 @@ def exact_spectral_sum(
         s = first_order_only(s)
         value = value + (s - s.detach())
     if return_info:
-        info = {"method": "exact", "singular": singular}
+        # The forward-mode products computed G(z) on the way: callers that also need it
+        # (the reconstruction of maximum likelihood on data) reuse it, graph included.
+        info = {"method": "exact", "singular": singular, "output": output}
         return SpectralEstimate(value, torch.zeros_like(value.detach()), info)
     return value
