@@ -324,7 +324,7 @@ def test_auto_follows_its_cost_model():
     _, learned = auto_choice(G, z, rtol=0.01)
     spread = est.info["rel_std_error"].item() * est.info["probes"] ** 0.5
     assert learned.steps == est.info["iterations"].float().mean().item()
-    assert learned.probes == max(8, math.ceil((spread / 0.01) ** 2))
+    assert learned.probes == max(8, math.ceil((1.96 * spread / 0.01) ** 2))
 
 
 def test_public_density_and_float32_follow_z():
@@ -409,23 +409,28 @@ def test_a_relative_tolerance_leaves_a_bias_that_probes_do_not_remove(family):
 @pytest.mark.parametrize("family", LINE_FAMILIES)
 def test_rtol_is_met_and_its_standard_error_is_honest(method, family):
     # Budget: rtol=0.01 from 8 probes, at most 1024. 4 seeds × 32 rows = 128 samples (each
-    # row its own probes and standard error). Every sample must report se ≤ 1% of its
-    # value, and the error against the dense truth must lie within 3 reported standard
-    # errors in ≥ 90% of samples (99.7% for a normal error; measured 99–100%).
+    # row its own probes and standard error). Every sample must report se ≤ 1%/1.96 of
+    # its value; the error against the dense truth must be within 1% in ≥ 90% of samples
+    # (rtol is a 95% bound: 6.4 ± 2.5 of 128 outside; a rule that stopped at se = 1%
+    # would leave ~41 outside) and within 3 reported standard errors in ≥ 90% (99.7%
+    # for a normal error).
     G, z0, truth = _zoo_metric(family)
-    inside, rounds = [], set()
+    inside, within, rounds = [], [], set()
     for seed in range(4):
         est = logdet_jtj(G, z0.repeat(32, 1), method=method, rtol=0.01, generator=_rng(seed),
                          check_coupling=False, return_info=True)
         assert est.info["met"] is True
-        assert (est.std_error <= 0.01 * est.value.abs()).all()
+        assert (est.std_error <= 0.01 / 1.96 * est.value.abs()).all()
         torch.testing.assert_close(est.info["rel_std_error"], est.std_error / est.value.abs())
         assert est.info["probes"] == est.info["iterations"].shape[-1] == sum(
             est.info["round_sizes"]) <= 1024
         rounds.add(est.info["rounds"])
-        inside.append((est.value.detach() - truth).abs() <= 3 * est.std_error)
+        error = (est.value.detach() - truth).abs()
+        inside.append(error <= 3 * est.std_error)
+        within.append(error <= 0.01 * abs(truth))
     assert max(rounds) >= 2  # 8 probes were not enough: rounds were added
     assert torch.cat(inside).float().mean() >= 0.9
+    assert torch.cat(within).float().mean() >= 0.9
 
 
 @pytest.mark.parametrize("method", STOCHASTIC)
@@ -485,7 +490,7 @@ def test_rtol_gradient_uses_every_probe():
         return (grad - lin.grad).pow(2).sum((1, 2)).mean(), est.info["probes"]
 
     base, _ = mse(num_probes=8)
-    fine, probes = mse(num_probes=8, rtol=0.01)
+    fine, probes = mse(num_probes=8, rtol=0.02)
     assert probes > 32
     assert fine < 2 * base * 8 / probes
 

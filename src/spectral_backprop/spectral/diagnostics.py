@@ -237,18 +237,20 @@ def report_nonconvergence(
 
 
 def report_accuracy(
-    met: Tensor, rel_std_error: Tensor, *, rtol: float, probes: int, max_probes: int,
-    method: str, on_nonconvergence: str,
+    met: Tensor, rel_std_error: Tensor, *, rtol: float, target: float, probes: int,
+    max_probes: int, method: str, on_nonconvergence: str,
 ) -> None:
     """Warn (:class:`AccuracyNotMetWarning`) or raise when some samples ``[B]`` did not reach
-    a relative standard error of ``rtol`` within ``max_probes`` probes."""
+    a relative error of ``rtol`` at 95% confidence (a relative standard error of
+    ``target``) within ``max_probes`` probes."""
     if bool(met.all()):
         return
     bad = (~met).nonzero().flatten().tolist()
     worst = rel_std_error[~met].max().item()
     msg = (
         f"method={method!r} did not reach rtol={rtol:g} within max_probes={max_probes} for "
-        f"samples {bad} (relative standard error {worst:.3g} after {probes} probes). Raise "
+        f"samples {bad} (relative standard error {worst:.3g} after {probes} probes, "
+        f"{target:.3g} needed). Raise "
         "max_probes, loosen rtol, or use method='exact'."
     )
     if on_nonconvergence == "raise":

@@ -55,6 +55,7 @@ from .functions import SpectralFunction, resolve_function
 from .stochastic import (
     DEFAULT_MAX_PROBES,
     DEFAULT_NUM_PROBES,
+    RTOL_Z,
     chebyshev_spectral_sum,
     lanczos_spectral_sum,
     stochastic_spectral_sum,
@@ -219,8 +220,9 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     Cholesky and inverse, a backward through JVPs taken as twice their forward pass.
     ``m``: Lanczos steps per probe, :data:`AUTO_STEPS_PRIOR` until a stochastic run of
     this ``G`` and shape was seen, then the steps it took. ``p``: ``num_probes``, or with
-    ``rtol`` the probes that reach it, ``max(p₀, (s/rtol)²)`` with ``s`` the per-probe
-    relative spread last seen for this ``G`` (else ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at
+    ``rtol`` the probes that reach it, ``max(p₀, (z·s/rtol)²)`` (``z = RTOL_Z``) with
+    ``s`` the per-probe relative spread last seen for this ``G`` (else
+    ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at
     ``max_probes``. Exact is taken whenever it is predicted no slower, and whenever
     ``rtol`` would need more probes than ``max_probes`` (exact meets any ``rtol``).
     """
@@ -239,7 +241,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     rtol = options.get("rtol")
     if rtol is not None:
         spread = seen.get("spread", math.sqrt(2.0 / k) * AUTO_SPREAD_PRIOR)
-        probes = max(p0, math.ceil((spread / rtol) ** 2))
+        probes = max(p0, math.ceil((RTOL_Z * spread / rtol) ** 2))
         cap = options.get("max_probes") or max(DEFAULT_MAX_PROBES, p0)
         if probes > cap:
             costs.probes, costs.steps = probes, steps

@@ -30,7 +30,7 @@ instead stops when the absolute error of its quadratic form is within a budget t
 the statistical error the estimate will have (:mod:`.slq`, :mod:`.chebyshev_hutchinson`):
 
 .. math::  |\hat e_j| \le \eta = c\,\hat\sigma/\sqrt{p}
-           \quad\text{or, with rtol,}\quad \eta = c \cdot \mathrm{rtol}\,|\hat S|,
+           \quad\text{or, with rtol,}\quad \eta = c \cdot \mathrm{rtol}\,|\hat S| / z,
            \qquad c = 0.1 ,
 
 ``σ̂`` the per-probe standard deviation (the smaller of the probes' spread, less their
@@ -43,10 +43,13 @@ noise does. With deflation, half of ``η`` goes to the ``r`` deflated vectors
 change below ``min(0.01, c/√p)``. ``tol`` remains an explicit override (the relative
 tolerance of the former rule).
 
-**Accuracy on request** (``rtol``). Probes are added in rounds, every earlier probe
-kept (values and gradient vectors), until every sample's standard error is at most
-``rtol·|S|`` or ``max_probes`` probes were used; each round is sized from the spread
-measured so far, ``p ← 1.1 p (se/(rtol |S|))²`` (at least half again). The gradient
+**Accuracy on request** (``rtol``): a bound on the relative error at 95% confidence.
+Probes are added in rounds, every earlier probe kept (values and gradient vectors),
+until every sample's standard error is at most ``rtol·|S|/z`` (``z = RTOL_Z = 1.96``,
+the normal 97.5% quantile: the mean of many probes is close to normal, so the error is
+within ``rtol·|S|`` in about 95% of draws) or ``max_probes`` probes were used; each
+round is sized from the spread measured so far, ``p ← 1.1 p (z·se/(rtol |S|))²`` (at
+least half again). The gradient
 surrogate uses every probe. ``info`` reports ``rel_std_error``, ``probes``, ``matvecs``,
 ``rounds`` and ``met``; a budget that ran out warns with
 :class:`~.diagnostics.AccuracyNotMetWarning`.
@@ -125,6 +128,10 @@ DEFAULT_TOL = 1e-2
 # mean squared error grows by at most c² = 1% over the probe noise alone.
 BIAS_FRACTION = 0.1
 DEFAULT_MAX_PROBES = 1024  # probe budget per sample with rtol
+# rtol bounds the relative error at 95% confidence: the standard error is driven to
+# rtol/RTOL_Z (the normal 97.5% quantile), not to rtol, which would leave ~1 draw in 3
+# outside it.
+RTOL_Z = 1.96
 # Lanczos steps of the spectrum sketch (bounds and deflation). On the benchmark DCGAN a
 # 12-step sketch left the deflated Ritz vectors too rough to speed up the probes' own
 # Lanczos runs (14 steps per probe instead of 9 after a 30-step sketch).
@@ -290,7 +297,8 @@ class _Prior:
 def _budget(num_deflated: int, prior: _Prior, rtol: float | None) -> ErrorBudget:
     """The stopping rule's absolute error budget per column (module docstring).
 
-    ``η = c σ̂/√n`` (``n`` probes in all, earlier rounds included) or ``c·rtol·|Ŝ|``; the
+    ``η = c σ̂/√n`` (``n`` probes in all, earlier rounds included) or ``c·rtol·|Ŝ|/z``
+    (a tenth of the standard error ``rtol`` asks for); the
     probes share ``η`` (half of it with ``r > 0`` deflated vectors, which get ``η/2r``).
     """
     r = num_deflated
@@ -309,7 +317,7 @@ def _budget(num_deflated: int, prior: _Prior, rtol: float | None) -> ErrorBudget
         else:
             value = values[:, :r].sum(-1) + prior.deflated + (
                 prior.total + probes.sum(-1)) / n
-            eta = BIAS_FRACTION * rtol * value.abs()
+            eta = BIAS_FRACTION * rtol / RTOL_Z * value.abs()
         allowed = (eta * (0.5 if r else 1.0))[:, None].expand_as(values).clone()
         if r:
             allowed[:, :r] = (eta / (2 * r))[:, None]
@@ -406,15 +414,16 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
         if rtol is None:
             break
-        met = (rel <= rtol) | prep.singular
+        met = (RTOL_Z * rel <= rtol) | prep.singular
         prep.info["met"] = bool(met.all())
         if bool(met.all()) or prior.count >= max_probes:
-            report_accuracy(met, rel, rtol=rtol, probes=prior.count, max_probes=max_probes,
+            report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=prior.count,
+                            max_probes=max_probes,
                             method=method, on_nonconvergence=on_nonconvergence)
             break
-        # Size the next round from the spread so far: n (se / (rtol |S|))², with 10% to
+        # Size the next round from the spread so far: n (z se / (rtol |S|))², with 10% to
         # spare, at least half again the probes so far (each round is a sequential run).
-        need = (1.1 * prior.count * (rel[~met] / rtol) ** 2).nan_to_num(
+        need = (1.1 * prior.count * (RTOL_Z * rel[~met] / rtol) ** 2).nan_to_num(
             2.0 * prior.count, posinf=2.0 * prior.count).max().item()
         new = max(math.ceil(need) - prior.count, -(-prior.count // 2))
         new = min(new, max_probes - prior.count)
@@ -513,12 +522,13 @@ def stochastic_spectral_sum(
             default: degree from ``tol`` and the condition number, CG budget ``k``).
         tol: ``None`` (default): the adaptive stopping rule (module docstring), each
             vector's error within ``0.1`` standard error of the estimate (or of
-            ``rtol·|S|``), so that adding probes keeps reducing the error. A number: the
+            ``rtol·|S|/1.96``), so that adding probes keeps reducing the error. A number: the
             former relative tolerance of the iterative parts (:mod:`.slq`,
             :mod:`.chebyshev_hutchinson`), whose bias does not fall with more probes.
-        rtol: requested relative standard error of each sample's value: probes are added
-            in rounds (reusing every earlier probe) until ``std_error ≤ rtol·|value|`` or
-            ``max_probes`` (:class:`~.diagnostics.AccuracyNotMetWarning` then).
+        rtol: requested relative error of each sample's value, at 95% confidence: probes
+            are added in rounds (reusing every earlier probe) until ``std_error ≤
+            rtol·|value|/1.96`` or ``max_probes`` (:class:`~.diagnostics.AccuracyNotMetWarning`
+            then).
         max_probes: probe budget per sample with ``rtol`` (default 1024).
         probes: ``"rademacher"``, ``"gaussian"`` or ``"orthogonal"`` (exact for
             ``num_probes = k − deflate``).
