@@ -19,6 +19,8 @@ Usage::
     OMP_NUM_THREADS=1 .venv/bin/python experiments/manifold_known_densities.py \
         --steps 3000 --seeds 3 --workers 2
     OMP_NUM_THREADS=1 .venv/bin/python experiments/manifold_known_densities.py --tune
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/manifold_known_densities.py \
+        --step-times --data sine sphere --estimators exact exact_half rnf_exact fif
 """
 
 from __future__ import annotations
@@ -192,6 +194,50 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def step_times(args, rounds: int = 7, steps: int = 100) -> None:
+    """Median seconds of one training step at full likelihood weight (batch 256, one
+    thread), each estimator's model stepping in turn, ``rounds`` × ``steps`` each."""
+    import statistics
+    import time
+    import warnings
+
+    import torch
+
+    import manifold_estimators
+    from spectral_backprop.train.distributed import setup_distributed
+    from spectral_backprop.train.manifold import (
+        ManifoldConfig,
+        _build_state,
+        _train_step,
+        load_manifold_data,
+    )
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    manifold_estimators.register()
+    print("| data | estimator | ms per step (median) |\n|---|---|---|")
+    for data_name, ambient in [d for d in DATA if args.data is None or label(*d) in args.data]:
+        options = {"ambient_dim": ambient} if ambient else {}
+        data, dd = load_manifold_data(data_name, options), setup_distributed("cpu")
+        runs = {}
+        for name in args.estimators:
+            method, overrides = VARIANTS.get(name, (name, {}))
+            config = ManifoldConfig(dataset=data_name, data_options=options, method=method,
+                                    method_options=OPTIONS.get(method, {}), device="cpu",
+                                    progress=False, **overrides)
+            runs[name] = (config, _build_state(config, data, dd), [])
+        for _ in range(rounds):
+            for config, state, times in runs.values():
+                for i in range(steps + 10):  # 10 steps of warm-up, untimed
+                    if i == 10:
+                        start = time.perf_counter()
+                    _train_step(state, config, data.batch(config.batch_size, state.rng), 1.0)
+                times.append((time.perf_counter() - start) / steps)
+        for name, (_, _, times) in runs.items():
+            print(f"| {label(data_name, ambient)} | {name} | "
+                  f"{statistics.median(times) * 1e3:.2f} |", flush=True)
+
+
 def tune(args) -> None:
     jobs = [{"data": d, "ambient_dim": None, "method": "exact", "seed": 0,
              "steps": args.steps, "eval_every": args.steps,
@@ -215,11 +261,15 @@ def main() -> None:
     p.add_argument("--estimators", nargs="*", default=list(ESTIMATORS))
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--step-times", action="store_true",
+                   help="time one training step of each estimator instead of training")
     p.add_argument("--replot", action="store_true",
                    help="redraw the table and figures from OUT/manifold_results.json")
     args = p.parse_args()
     if args.tune:
         return tune(args)
+    if args.step_times:
+        return step_times(args)
     if args.replot:
         runs = json.loads((args.out / "manifold_results.json").read_text())
         print(table(runs))

@@ -1,0 +1,160 @@
+"""Accuracy on request, measured: does ``rtol`` deliver what it promises on every zoo
+family, and at what cost against the exact mode?
+
+``rtol=r`` promises each sample's log det within ``r`` of the truth at 95% confidence
+(:mod:`spectral_backprop.spectral.stochastic`). For each family of
+:mod:`spectral_backprop.models.zoo` at latent size k, ``--seeds`` independent problems
+(a fresh generator and latents per seed, ``--batch`` samples each) are estimated with
+``method="lanczos", rtol=r`` (value only, no graph) and by the exact mode; the truth is
+the exact mode on the same map in float64. Reported per family: the share of samples
+within ``r`` (the promise: ≥ 95%), how many met the target before ``max_probes``, the
+probes and metric products per sample, and seconds against the exact mode's (the same
+process, interleaved seed by seed).
+
+``--auto``: ``method="auto"`` with the same ``rtol`` against the faster of exact and
+``lanczos`` with that ``rtol``, per family and k (the goal: auto never slower than 1.1×
+the faster). Each is timed on a second call on the same generator and shape, after a
+first that warms torch up and lets auto measure its unit costs (its first-call overhead
+is reported beside it).
+
+Usage::
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_rtol.py --k 256 --seeds 10 \\
+        --out docs/bench_rtol.md
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_rtol.py --auto --rtol 0.05 \\
+        --ks 64 256 1024 --seeds 1 --out docs/bench_auto.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from bench_peers import DTYPES, make_problem, run_exact, run_ours_rtol
+from spectral_backprop.models.zoo import ZOO_FAMILIES
+from spectral_backprop.spectral import spectral_sum
+from spectral_backprop.spectral.diagnostics import AccuracyNotMetWarning
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def bench_family(family: str, args) -> dict:
+    within, met, probes, products, t_ours, t_exact = [], [], [], [], [], []
+    for seed in range(args.seeds):
+        prob = make_problem(family, args.k, DTYPES[args.dtype], args.batch, seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AccuracyNotMetWarning)
+            ours, seconds = timed(run_ours_rtol, prob, args.rtol, seed, False)
+        _, exact_seconds = timed(run_exact, prob, 0, seed, False)
+        rel = ours.extra["achieved_rel_error"]
+        within += [e <= args.rtol for e in rel]
+        met.append(not any(issubclass(w.category, AccuracyNotMetWarning) for w in caught))
+        probes.append(ours.extra["probes"])
+        products.append(ours.products)
+        t_ours.append(seconds)
+        t_exact.append(exact_seconds)
+        print(f"  {family} seed {seed}: worst error {max(rel):.4f}, {ours.extra['probes']} "
+              f"probes, {seconds:.2f} s (exact {exact_seconds:.2f} s)", file=sys.stderr,
+              flush=True)
+    return {"family": family, "within": sum(within) / len(within), "samples": len(within),
+            "met": sum(met) / len(met), "probes": statistics.median(probes),
+            "products": statistics.median(products),
+            "seconds": statistics.median(t_ours), "exact_seconds": statistics.median(t_exact)}
+
+
+def markdown(rows: list[dict], args) -> str:
+    lines = [f"`rtol={args.rtol}` at k = {args.k}, {args.dtype}, {args.seeds} seeds × batch "
+             f"{args.batch}, torch threads {torch.get_num_threads()}; medians over seeds.", "",
+             "| family | within rtol (samples) | met before max_probes | probes | products "
+             "per sample | seconds | exact seconds | time vs exact |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['within']:.0%} ({r['samples']}) | {r['met']:.0%} | "
+                     f"{r['probes']:.0f} | {r['products']:.0f} | {r['seconds']:.2f} | "
+                     f"{r['exact_seconds']:.2f} | {r['seconds'] / r['exact_seconds']:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def _auto_seconds(prob, method: str, rtol: float, seed: int) -> tuple[float, float, str]:
+    """(first call, second call) seconds of ``method`` with ``rtol`` (none for exact) on
+    ``prob``, value only, and the path taken."""
+    times, path = [], method
+    for _ in range(2):
+        options = {} if method == "exact" else {
+            "rtol": rtol, "generator": torch.Generator().manual_seed(seed)}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", AccuracyNotMetWarning)
+            est, seconds = timed(spectral_sum, prob.G, prob.z, "logdet", method=method,
+                                 return_info=True, **options)
+        times.append(seconds)
+        path = est.info["method"]
+    return times[0], times[1], path
+
+
+def bench_auto(family: str, k: int, args) -> dict:
+    rows = {"exact": [], "lanczos": [], "auto": [], "auto_first": [], "path": []}
+    for seed in range(args.seeds):
+        prob = make_problem(family, k, DTYPES[args.dtype], args.batch, seed, truth=False)
+        for method in ("exact", "lanczos", "auto"):
+            first, second, path = _auto_seconds(prob, method, args.rtol, seed)
+            rows[method].append(second)
+            if method == "auto":
+                rows["auto_first"].append(first)
+                rows["path"].append(path)
+        print(f"  {family} k={k} seed {seed}: exact {rows['exact'][-1]:.2f} s, lanczos "
+              f"{rows['lanczos'][-1]:.2f} s, auto ({rows['path'][-1]}) {rows['auto'][-1]:.2f} s",
+              file=sys.stderr, flush=True)
+    med = {m: statistics.median(v) for m, v in rows.items() if m != "path"}
+    return {"family": family, "k": k, **med, "paths": sorted(set(rows["path"])),
+            "ratio": max(a / min(e, s) for a, e, s in zip(rows["auto"], rows["exact"],
+                                                            rows["lanczos"], strict=True))}
+
+
+def auto_markdown(rows: list[dict], args) -> str:
+    lines = [f"`method=\"auto\", rtol={args.rtol}` against the faster of exact and "
+             f"`lanczos, rtol={args.rtol}` ({args.dtype}, {args.seeds} seeds × batch "
+             f"{args.batch}, torch threads {torch.get_num_threads()}; seconds of a second "
+             "call, medians; the ratio is the worst seed's).", "",
+             "| family | k | exact s | lanczos s | auto s | auto chose | auto ÷ faster "
+             "(worst seed) | auto's first call s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['k']} | {r['exact']:.2f} | {r['lanczos']:.2f} | "
+                     f"{r['auto']:.2f} | {', '.join(r['paths'])} | {r['ratio']:.2f} | "
+                     f"{r['auto_first']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--k", type=int, default=256)
+    p.add_argument("--rtol", type=float, default=0.01)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float64")
+    p.add_argument("--families", nargs="*", default=list(ZOO_FAMILIES))
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--auto", action="store_true", help="auto against exact and lanczos")
+    p.add_argument("--ks", type=int, nargs="*", default=[64, 256, 1024])
+    args = p.parse_args(argv)
+    if args.auto:
+        text = auto_markdown([bench_auto(f, k, args) for k in args.ks
+                              for f in args.families], args)
+    else:
+        text = markdown([bench_family(f, args) for f in args.families], args)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
