@@ -5,8 +5,9 @@ The generator: the zoo's ``dcgan_plain`` (DCGAN-style transposed convolutions, S
 no normalisation, 3×32×32 output) at k = 512, batch 2, float32, two threads. Per seed (a
 fresh generator and latents), value and parameter gradient of ``log det JᵀJ`` by both
 modes, against the same map in float64 by the exact mode: the gradient's cosine, the
-value's relative error, the seconds of value + backward, and the peak memory of each in
-a fresh subprocess (high-water RSS above the process's state before the call).
+value's relative error, the seconds of value + backward (``bench_peers``' runners), and
+the peak memory of each in a fresh subprocess (``bench_peers.peak_memory``: high-water
+RSS above the process's state before the call).
 
 Goals (issue 16): at least 3× less peak memory than exact, gradient cosine ≥ 0.9, value
 within 1%; the time is reported.
@@ -20,10 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -31,50 +29,30 @@ from pathlib import Path
 
 import torch
 
-from bench_exact import peak_rss, reset_peak_rss
-from bench_peers import make_problem
-from bench_stochastic import cosine, flat_grad
-from spectral_backprop.spectral import spectral_sum
+from bench_peers import make_problem, parse_args, peak_memory, run_exact, run_ours
+from bench_stochastic import cosine
+from spectral_backprop.spectral.stochastic import DEFAULT_NUM_PROBES
 
 FAMILY, K, BATCH = "dcgan_plain", 512, 2
-
-
-def estimate(prob, method: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Value and flat parameter gradient of the summed log det by ``method``."""
-    options = {} if method == "exact" else {"generator": torch.Generator().manual_seed(seed)}
-    value = spectral_sum(prob.G, prob.z, "logdet", method=method, **options)
-    return value.detach(), flat_grad(value, prob.params)
-
-
-def memory_child(method: str, seed: int, threads: int) -> None:
-    torch.set_num_threads(threads)
-    warnings.simplefilter("ignore")
-    prob = make_problem(FAMILY, K, torch.float32, BATCH, seed, truth=False)
-    base = reset_peak_rss()
-    estimate(prob, method, seed)
-    print(json.dumps({"peak_mib": (peak_rss() - base) / 2**20}))
-
-
-def peak_memory(method: str, seed: int, threads: int) -> float:
-    cmd = [sys.executable, __file__, "--memory-child", method, str(seed),
-           "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+# bench_peers' runners: exact, and ours at the default probe count (its other defaults).
+RUNS = {"exact": ("exact", run_exact, 0), "lanczos": ("ours", run_ours, DEFAULT_NUM_PROBES)}
 
 
 def one_seed(seed: int, threads: int) -> dict:
     prob = make_problem(FAMILY, K, torch.float32, BATCH, seed)
+    # bench_peers' memory child rebuilds the same problem in a fresh process.
+    peers = parse_args(["--k", str(K), "--batch", str(BATCH), "--threads", str(threads),
+                        "--model-seed", str(seed)])
     row = {"seed": seed}
-    for method in ("exact", "lanczos"):
-        estimate(prob, method, seed + 100)  # warm-up (first-call costs of torch)
+    for mode, (name, run, level) in RUNS.items():
+        run(prob, level, seed + 100, True)  # warm-up (first-call costs of torch)
         start = time.perf_counter()
-        value, grad = estimate(prob, method, seed)
-        row[f"{method}_seconds"] = time.perf_counter() - start
-        row[f"{method}_cosine"] = cosine(grad.double(), prob.g_true)
-        row[f"{method}_value_error"] = ((value.double() - prob.v_true).abs()
-                                        / prob.v_true.abs()).max().item()
-        row[f"{method}_peak_mib"] = peak_memory(method, seed, threads)
+        out = run(prob, level, seed, True)
+        row[f"{mode}_seconds"] = time.perf_counter() - start
+        row[f"{mode}_cosine"] = cosine(out.grad.double(), prob.g_true)
+        row[f"{mode}_value_error"] = ((out.value.double() - prob.v_true).abs()
+                                      / prob.v_true.abs()).max().item()
+        row[f"{mode}_peak_mib"] = peak_memory(peers, FAMILY, name, "grad", level, "float32")
     print(f"  seed {seed}: {row}", file=sys.stderr, flush=True)
     return row
 
@@ -102,17 +80,13 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.memory_child:
-        return memory_child(args.memory_child[0], int(args.memory_child[1]), args.threads)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     text = markdown([one_seed(s, args.threads) for s in range(args.seeds)], args.threads)
     print(text)
     if args.out is not None:
         args.out.write_text(text)
-    return None
 
 
 if __name__ == "__main__":
