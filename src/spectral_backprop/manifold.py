@@ -227,10 +227,8 @@ def manifold_loss(G, E, x: Tensor, *, beta: float, likelihood_weight: float = 1.
     terms = manifold_terms(G, E, x, prior=prior, method=method, volume_points=volume_points,
                            **options)
     rec = _squared_distance(x, terms.x_hat).mean()
-    if volume_points is None or volume_points == x.shape[0]:
-        nll = terms.nll.mean()
-    else:
-        nll = terms.half_logdet[:volume_points].mean() - terms.log_prior.mean()
+    m = x.shape[0] if volume_points is None else volume_points
+    nll = terms.half_logdet[:m].mean() - terms.log_prior.mean()  # = nll.mean() at m = B
     return likelihood_weight * nll + beta * rec, terms
 
 

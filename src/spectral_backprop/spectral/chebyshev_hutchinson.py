@@ -47,9 +47,9 @@ from ..linalg.chebyshev import (
     chebyshev_tail,
     degree_from_error,
 )
+from ..linalg.lanczos import rounding_floor
 from .functions import SpectralFunction
 from .quadratic import ErrorBudget, QuadraticForms
-from .slq import rounding_floor
 
 __all__ = ["MAX_DEGREE", "MAX_USER_DEGREE", "chebyshev_forms"]
 

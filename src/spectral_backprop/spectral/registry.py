@@ -167,12 +167,17 @@ def _cache(table: weakref.WeakKeyDictionary, G: object) -> dict:
         return {}
 
 
-def _best_time(fn: Callable[[], object], repeats: int = 2) -> float:
-    """The shorter of ``repeats`` timed calls (the first also warms up)."""
+def _best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
+    """The shorter of ``repeats`` timed calls (the first also warms up). On CUDA the
+    device is synchronised around each call: kernels run asynchronously, and timing
+    their launch alone would make the choice from noise."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
     best = math.inf
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         fn()
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -186,10 +191,11 @@ def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
     with torch.no_grad():
         c = min(k, 32)
         tangents = torch.eye(k, dtype=z.dtype, device=z.device)[:c]
-        column = _best_time(lambda: jacobian_columns(G, z, tangents)) / c
+        column = _best_time(lambda: jacobian_columns(G, z, tangents), z.device) / c
         matvec = metric_matvec(G, z, check_coupling=False)
-        V = torch.randn(B, k, num_probes, dtype=dtype, device=z.device)
-        product = _best_time(lambda: matvec(V))
+        # Any vectors time a product: fixed ones leave the caller's random stream alone.
+        V = torch.ones(B, k, num_probes, dtype=dtype, device=z.device)
+        product = _best_time(lambda: matvec(V), z.device)
         kd = min(k, _DENSE_SIZE)
         M = torch.eye(kd, dtype=dtype, device=z.device).expand(B, kd, kd) * 2
 
@@ -197,7 +203,7 @@ def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
             L, _ = torch.linalg.cholesky_ex(M)
             return torch.cholesky_inverse(L)
 
-        dense = _best_time(dense_algebra) * (k / kd) ** 3
+        dense = _best_time(dense_algebra, z.device) * (k / kd) ** 3
     return AutoCosts(column, product, dense)
 
 
@@ -226,7 +232,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     ``max_probes``. Exact is taken whenever it is predicted no slower, and whenever
     ``rtol`` would need more probes than ``max_probes`` (exact meets any ``rtol``).
     """
-    B, k = z.shape
+    k = z.shape[1]
     if k < AUTO_CROSSOVER:
         return "exact", None
     p0 = options.get("num_probes", DEFAULT_NUM_PROBES)

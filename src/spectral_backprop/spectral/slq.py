@@ -50,7 +50,7 @@ from ..linalg.lanczos import lanczos, lanczos_function, lanczos_quadrature, roun
 from .functions import SpectralFunction
 from .quadratic import ErrorBudget, QuadraticForms
 
-__all__ = ["RHO_MAX", "lanczos_forms", "rounding_floor"]
+__all__ = ["RHO_MAX", "lanczos_forms"]
 
 # The largest convergence ratio the error estimate believes (module docstring): at most
 # a factor 1/(1 − 0.95) = 20 between the last change and the estimated error.

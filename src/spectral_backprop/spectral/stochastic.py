@@ -364,7 +364,10 @@ def _kernel(prep: _Prepared, X: Tensor, fn: SpectralFunction, method: str,
                                 num_matvecs=num_matvecs, tol=tol, vector_fn=vector_fn,
                                 solve=solve, cg_iters=cg_iters, budget=budget,
                                 vector_tol=vector_tol)
-        prep.info.update(interval=forms.extra["interval"],
+        # A repaired (lowered) interval serves the later rtol rounds too, instead of each
+        # round growing out of the sketch's interval and repairing it again.
+        prep.bounds = forms.extra["interval"]
+        prep.info.update(interval=prep.bounds,
                          degree=max(prep.info.get("degree", 0), forms.extra["degree"]))
     prep.info["matvecs"] += forms.matvecs
     target = tol if tol is not None else (
