@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from spectral_backprop.runfiles import CHECKPOINT
+from spectral_backprop.spectral import accepts_option
 from spectral_backprop.train.checkpoint import restore_checkpoint
 from spectral_backprop.train.config import ConfigError, _Config
 from spectral_backprop.train.run import check_run_dir
 
-__all__ = ["in_dtype", "make_schedule", "probe_estimator", "restore_run"]
+__all__ = ["estimator_options", "in_dtype", "make_schedule", "probe_estimator", "restore_run"]
 
 
 def in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
@@ -30,6 +31,25 @@ def in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> Callable[[Tensor], 
     tensors = {n: t.to(dtype) if t.is_floating_point() else t
                for n, t in (*module.named_parameters(), *module.named_buffers())}
     return lambda x: torch.func.functional_call(module, tensors, (x.to(dtype),))
+
+
+def estimator_options(method: str, options: dict[str, Any], k: int,
+                      rng: torch.Generator | None, *, coupling_checked: bool = False
+                      ) -> dict[str, Any]:
+    """A training step's options for a log det estimator, on top of the configured ones.
+
+    The run's generator draws a stochastic estimator's probes (so that resumes are
+    bit-identical); the exact path takes none. With ``coupling_checked`` (the
+    pre-training check, :func:`probe_estimator`, has tested this architecture for batch
+    coupling) ``check_coupling=False`` spares every step the coupling lanes: one forward
+    pass and ``⌈log₄ B⌉ + 1`` JVPs (:mod:`spectral_backprop.linalg.jacobian`).
+    """
+    options = dict(options)
+    if rng is not None and accepts_option(method, "generator", k):
+        options.setdefault("generator", rng)
+    if coupling_checked and accepts_option(method, "check_coupling", k, unchecked=False):
+        options.setdefault("check_coupling", False)
+    return options
 
 
 def make_schedule(opt: torch.optim.Optimizer, schedule: str, steps: int

@@ -35,9 +35,14 @@ from spectral_backprop.density import entropy
 from spectral_backprop.models import build_gan
 from spectral_backprop.progress import progress
 from spectral_backprop.runfiles import CHECKPOINT, METRICS
-from spectral_backprop.spectral import accepts_option
 from spectral_backprop.train.checkpoint import save_checkpoint
-from spectral_backprop.train.common import in_dtype, make_schedule, probe_estimator, restore_run
+from spectral_backprop.train.common import (
+    estimator_options,
+    in_dtype,
+    make_schedule,
+    probe_estimator,
+    restore_run,
+)
 from spectral_backprop.train.config import EntropyTerm, GANConfig
 from spectral_backprop.train.distributed import Distributed, setup_distributed
 from spectral_backprop.train.run import MetricsLog, check_finite, open_run_dir
@@ -74,7 +79,8 @@ def build_models(config: GANConfig, data: Dataset) -> tuple[torch.nn.Module, tor
 
 
 def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConfig,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, *,
+                      coupling_checked: bool = False) -> Tensor:
     """``H[p_G]`` estimated on latents ``z`` as ``term`` says (differentiable).
 
     ``term`` is an :class:`~spectral_backprop.train.config.EntropyTerm` or a whole
@@ -88,6 +94,8 @@ def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConf
     the gaps between modes (``½ log det JᵀJ`` is largest there), so the plain entropy
     pays the generator to put mass on those bridges. Collapse is the opposite limit,
     ``log det JᵀJ → −∞``, and the truncated term still pushes against it with full force.
+    ``coupling_checked=True`` skips the test for samples coupled by ``G`` (for a training
+    loop whose pre-training check ran it: :func:`~.common.estimator_options`).
 
     Computed in ``term.dtype``: a GAN generator squeezes each mode into a
     tiny region, so ``JᵀJ`` becomes ill-conditioned, and in float32 its smallest
@@ -97,17 +105,16 @@ def generator_entropy(G: torch.nn.Module, z: Tensor, term: EntropyTerm | GANConf
     """
     if isinstance(term, GANConfig):
         term = term.entropy
-    return _entropy_estimate(G, z, term, generator)
+    return _entropy_estimate(G, z, term, generator, coupling_checked)
 
 
 def _entropy_estimate(G: torch.nn.Module, z: Tensor, term: EntropyTerm,
-                      generator: torch.Generator | None) -> Tensor:
-    """The estimate of :func:`generator_entropy` (also the pre-training check's)."""
-    options = dict(term.options)
-    # The run's generator draws the probes of a stochastic estimator (for bit-identical
-    # resumes); the exact path takes none.
-    if generator is not None and accepts_option(term.method, "generator", z.shape[-1]):
-        options.setdefault("generator", generator)
+                      generator: torch.Generator | None, coupling_checked: bool = False
+                      ) -> Tensor:
+    """The estimate of :func:`generator_entropy` (also the pre-training check's, and with
+    ``coupling_checked`` the training step's: :func:`~.common.estimator_options`)."""
+    options = estimator_options(term.method, term.options, z.shape[-1], generator,
+                                coupling_checked=coupling_checked)
     dtype = getattr(torch, term.dtype)
     return entropy(in_dtype(G, dtype), z.to(dtype), method=term.method, cap=term.cap,
                    **options).value.float()
@@ -220,7 +227,8 @@ def g_step(s: GANState, z: Tensor, z_h: Tensor | None, beta: float, term: Entrop
     g_adv = F.softplus(-s.D(s.G(z))).mean()
     loss, ent = g_adv, None
     if beta > 0:
-        ent = generator_entropy(s.G, z_h, term, s.rng)
+        # check_entropy_term tested this architecture for batch coupling before training.
+        ent = generator_entropy(s.G, z_h, term, s.rng, coupling_checked=True)
         loss = g_adv - beta * ent
     s.opt_g.zero_grad(set_to_none=True)
     loss.backward()

@@ -47,9 +47,14 @@ from spectral_backprop.models.encoders import MANIFOLD_ARCHITECTURES, build_mani
 from spectral_backprop.models.mlp import ACTIVATIONS
 from spectral_backprop.progress import progress
 from spectral_backprop.runfiles import CHECKPOINT, EVAL, METRICS, write_json
-from spectral_backprop.spectral import accepts_option
 from spectral_backprop.train.checkpoint import save_checkpoint
-from spectral_backprop.train.common import in_dtype, make_schedule, probe_estimator, restore_run
+from spectral_backprop.train.common import (
+    estimator_options,
+    in_dtype,
+    make_schedule,
+    probe_estimator,
+    restore_run,
+)
 from spectral_backprop.train.config import ConfigError, _Config, check_estimator
 from spectral_backprop.train.distributed import Distributed, setup_distributed
 from spectral_backprop.train.run import MetricsLog, check_finite, open_run_dir
@@ -240,24 +245,13 @@ def _build_state(config: ManifoldConfig, data: ManifoldDataset, dd: Distributed)
     return _State(G, E, opt, sched, rng, k, dd)
 
 
-def _estimator_options(method: str, options: dict[str, Any], k: int, rng: torch.Generator
-                       ) -> dict:
-    options = dict(options)
-    if accepts_option(method, "generator", k):
-        options.setdefault("generator", rng)  # probes from the run's generator: resumable
-    return options
-
-
 def _train_step(s: _State, config: ManifoldConfig, x: Tensor, weight: float
                 ) -> dict[str, float]:
     dtype = getattr(torch, config.dtype)
     G, E = in_dtype(s.G, dtype), in_dtype(s.E, dtype)
-    options = (_estimator_options(config.method, config.method_options, s.latent_dim, s.rng)
-               if weight > 0 else {})
-    if weight > 0 and accepts_option(config.method, "check_coupling", s.latent_dim,
-                                     unchecked=False):
-        # check_method tested this architecture for batch coupling before the first step.
-        options.setdefault("check_coupling", False)
+    # check_method tested this architecture for batch coupling before the first step.
+    options = (estimator_options(config.method, config.method_options, s.latent_dim, s.rng,
+                                 coupling_checked=True) if weight > 0 else {})
     # Each process's share of the volume points (data-parallel runs split the batch).
     m = (None if config.volume_points is None or weight == 0
          else max(1, config.volume_points * x.shape[0] // config.batch_size))
@@ -324,7 +318,7 @@ def check_method(config: ManifoldConfig, data: ManifoldDataset, k: int,
     probe_estimator("method_options", config.method, config.method_options, device,
                     lambda options: manifold_terms(
                         in_dtype(G, dtype), in_dtype(E, dtype), x, method=config.method,
-                        **_estimator_options(config.method, options, k, rng)))
+                        **estimator_options(config.method, options, k, rng)))
 
 
 def _start(s: _State, config: ManifoldConfig, out: Path, resume: bool,
