@@ -3,7 +3,9 @@
 With ``p_c`` the share of samples given class ``c``, we report the counts, the entropy
 ``−Σ p_c log p_c`` (at most ``log C`` nats for ``C`` classes), and the number of classes
 holding at least ``covered_share`` of the samples. A generator that drops modes (mode
-collapse) leaves classes empty and lowers the entropy.
+collapse) leaves classes empty and lowers the entropy: the mode-counting protocol of
+Metz et al. 2017 (unrolled GANs, arXiv 1611.02163) and Srivastava et al. 2017 (VEEGAN,
+arXiv 1705.07761), with a classifier of the real data in place of known mode centres.
 
 :func:`sample_quality` adds, on the same samples, the classifier's mean confidence and
 the feature Fréchet distance to held-out real data
@@ -37,7 +39,9 @@ def class_shares(labels: Tensor, num_classes: int) -> list[float]:
 
 def coverage_of(predictions: Tensor, num_classes: int = 10,
                 covered_share: float = COVERED_SHARE) -> dict[str, object]:
-    """Counts, shares, entropy (nats) and covered classes of predicted class labels."""
+    """Counts, shares ``p_c``, entropy ``−Σ p_c log p_c`` (nats) and covered classes
+    (``p_c ≥ covered_share``) of predicted class labels (module docstring, after Metz et
+    al. 2017 and Srivastava et al. 2017)."""
     counts, p = _counts_and_shares(predictions, num_classes)
     return {
         "class_counts": counts.long().tolist(),
@@ -68,9 +72,10 @@ def sample_quality(G: nn.Module, classifier: nn.Module, heldout: Tensor, latent_
                    covered_share: float = COVERED_SHARE) -> dict[str, object]:
     """Sample quality of ``G`` against held-out real data, on ``num_samples`` seeded samples.
 
-    Returns ``fd`` (feature Fréchet distance to ``heldout``, features of ``classifier``),
-    ``classifier_confidence`` (mean max-probability over the samples, with ``_se``) and
-    ``class_coverage`` (:func:`coverage_of`).
+    Returns ``fd`` (feature Fréchet distance to ``heldout``, features of ``classifier``:
+    ``‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^{1/2})``, Heusel et al. 2017, arXiv 1706.08500),
+    ``classifier_confidence`` (mean max-probability over the samples, with ``_se`` =
+    ``σ/√N``) and ``class_coverage`` (:func:`coverage_of`).
     """
     x = seeded_samples(G, latent_dim, num_samples, seed)
     scores = classifier_scores(classifier, x)

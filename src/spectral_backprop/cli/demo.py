@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from spectral_backprop.studies.demo import DemoConfig
 
     p = subparsers.add_parser(
-        "demo", help=HELP, description=HELP + ". About 8 minutes on 2 CPU cores; "
-        "--quick takes about a minute (a smoke test: the pictures are noise).")
+        "demo", help=HELP, description=HELP + ". About 5 minutes on 2 CPU cores; "
+        "--quick takes about half a minute (a smoke test: the pictures are noise).")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
     add_config_arguments(p, DemoConfig, exclude=("analysis",))
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     out = writable_dir(args.out)
     try:
         results = run_demo(out, config)
-    except RUN_ERRORS as err:
-        raise CLIError(str(err)) from err
+    except RUN_ERRORS:
+        raise  # main() reports them; some (FileExistsError) are OSErrors, not write failures
     except ImportError as err:
         raise CLIError(str(err)) from err
     except OSError as err:

@@ -61,7 +61,7 @@ from ..analysis import AnalysisConfig, analyze_generator, sample_quality, train_
 from ..analysis.aberrance import classifier_scores, small_classifier
 from ..analysis.coverage import class_shares
 from ..analysis.frechet import feature_frechet_distance
-from ..data.manifolds import mnist_manifold
+from ..data.manifolds import ManifoldDataset, mnist_manifold
 from ..density import seeded_samples
 from ..pictures import save_image_grid
 from ..report import write_report
@@ -200,6 +200,7 @@ class DemoConfig:
             ckpt_every=max(1, self.ml_steps // 4), device="cpu", progress=progress)
 
     def total_steps(self, name: str) -> int:
+        """Training steps of the variant ``name`` (the progress display's total)."""
         return self.ml_steps if name == "ml" else self.steps
 
 
@@ -216,11 +217,14 @@ def _load_classifier(out: Path, shape: tuple[int, ...]) -> torch.nn.Module:
     return clf.eval()
 
 
-def _train(name: str, config: DemoConfig, beta: float, vdir: Path, show: bool
+def _train(name: str, config: DemoConfig, beta: float, vdir: Path, show: bool,
+           data: ManifoldDataset
            ) -> tuple[torch.nn.Module, torch.nn.Module | None, int, dict[str, Any]]:
-    """Train one variant: ``(G, its encoder or None, k, figures of the training)``."""
+    """Train one variant on ``data`` (loaded once by the caller): ``(G, its encoder or
+    None, k, figures of the training)``."""
     if name == "ml":
-        result = train_manifold(config.ml_config(show), vdir / "train", resume=True)
+        result = train_manifold(config.ml_config(show), vdir / "train", resume=True,
+                                dataset=data)
         save_manifold_pictures(result, vdir)
         m = result.metrics
         # The median distance ‖x − G(E(x))‖ in RMS per pixel, the unit of the residuals.
@@ -228,7 +232,8 @@ def _train(name: str, config: DemoConfig, beta: float, vdir: Path, show: bool
         extra = {"test_nll": m["test_nll"], "test_nll_se": m["test_nll_se"],
                  "reconstruction_rms_median": rms, "final_metrics": m}
         return result.generator.eval(), result.encoder.eval(), result.latent_dim, extra
-    trained = train_gan(config.gan_config(beta, show), vdir / "train", resume=True)
+    trained = train_gan(config.gan_config(beta, show), vdir / "train", resume=True,
+                        dataset=data)
     G = trained.generator.eval()
     x = seeded_samples(G, trained.latent_dim, 64, config.seed)
     save_image_grid(x.reshape(8, 8, *x.shape[1:]), vdir / SAMPLES, title="64 random samples")
@@ -254,7 +259,7 @@ def _run_variant(name: str, config: DemoConfig, beta: float, out_dir: str,
         torch.set_num_threads(config.threads)
         data = mnist_manifold(config.heldout)
         t0 = time.perf_counter()
-        G, E, k, entry = _train(name, config, beta, vdir, show)
+        G, E, k, entry = _train(name, config, beta, vdir, show, data)
         t1 = time.perf_counter()
         G.latent_dim = k
         clf = _load_classifier(out, data.shape)

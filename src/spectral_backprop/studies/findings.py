@@ -25,7 +25,8 @@ Z = 2.0  # a difference counts when it exceeds Z standard errors
 
 
 def entropy_se(shares: list[float], n: int) -> float:
-    """Delta-method standard error of ``−Σ p log p`` estimated from ``n`` samples."""
+    """Delta-method standard error of ``Ĥ = −Σ p log p`` estimated from ``n`` samples:
+    ``Var Ĥ ≈ (Σ p (log p)² − Ĥ²)/n`` (Basharin 1959, Theory Probab. Appl. 4(3))."""
     p = [x for x in shares if x > 0]
     h = -sum(x * math.log(x) for x in p)
     second = sum(x * math.log(x) ** 2 for x in p)
