@@ -345,8 +345,7 @@ def _results(cfg: DemoConfig, out: Path, measured: dict, reference: dict, t_star
             "label": label, "kind": "maximum likelihood" if name == "ml" else "GAN",
             "entropy_weight": beta, "train_dir": f"{name}/train",
             "analysis_dir": f"{name}/analysis", "samples_figure": f"{name}/{SAMPLES}",
-            **{k: v for k, v in m.items() if k != "class_coverage"},
-            "class_coverage": m["class_coverage"],
+            **m,
             "classifier_confidence_ratio":
                 m["classifier_confidence"] / reference["classifier_confidence_heldout"],
             "test_nll": m.get("test_nll"),
