@@ -149,7 +149,7 @@ def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
 
 
 def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool) -> Out:
-    out = _lanczos(prob, seed, grad, ("probes", "met", "rel_std_error"), rtol=rtol)
+    out = _lanczos(prob, seed, grad, ("num_probes", "met", "rel_std_error"), rtol=rtol)
     achieved = ((out.value.double() - prob.v_true) / prob.v_true).abs()
     out.extra["achieved_rel_error"] = achieved.tolist()
     return out

@@ -59,11 +59,11 @@ def bench_family(family: str, args) -> dict:
         rel = ours.extra["achieved_rel_error"]
         within += [e <= args.rtol for e in rel]
         met.append(not any(issubclass(w.category, AccuracyNotMetWarning) for w in caught))
-        probes.append(ours.extra["probes"])
+        probes.append(ours.extra["num_probes"])
         products.append(ours.products)
         t_ours.append(seconds)
         t_exact.append(exact_seconds)
-        print(f"  {family} seed {seed}: worst error {max(rel):.4f}, {ours.extra['probes']} "
+        print(f"  {family} seed {seed}: worst error {max(rel):.4f}, {ours.extra['num_probes']} "
               f"probes, {seconds:.2f} s (exact {exact_seconds:.2f} s)", file=sys.stderr,
               flush=True)
     return {"family": family, "within": sum(within) / len(within), "samples": len(within),

@@ -326,7 +326,7 @@ def test_auto_follows_its_cost_model():
     assert est.std_error > 0 and est.value.requires_grad
     # what the run saw replaces the priors: its steps per probe and its spread
     _, learned = auto_choice(G, z, rtol=0.01)
-    spread = est.info["rel_std_error"].item() * est.info["probes"] ** 0.5
+    spread = est.info["rel_std_error"].item() * est.info["num_probes"] ** 0.5
     assert learned.steps == est.info["iterations"].float().mean().item()
     assert learned.probes == max(8, math.ceil((1.96 * spread / 0.01) ** 2))
 
@@ -426,7 +426,7 @@ def test_rtol_is_met_and_its_standard_error_is_honest(method, family):
         assert est.info["met"] is True
         assert (est.std_error <= 0.01 / 1.96 * est.value.abs()).all()
         torch.testing.assert_close(est.info["rel_std_error"], est.std_error / est.value.abs())
-        assert est.info["probes"] == est.info["iterations"].shape[-1] == sum(
+        assert est.info["num_probes"] == est.info["iterations"].shape[-1] == sum(
             est.info["round_sizes"]) <= 1024
         rounds.add(est.info["rounds"])
         error = (est.value.detach() - truth).abs()
@@ -445,7 +445,7 @@ def test_rtol_budget_exhausted_warns_or_raises(method):
                                                    r"max_probes=16"):
         est = logdet_jtj(G, z, method=method, rtol=1e-4, max_probes=16, generator=_rng(0),
                          return_info=True)
-    assert est.info["met"] is False and est.info["probes"] == 16
+    assert est.info["met"] is False and est.info["num_probes"] == 16
     assert (est.info["rel_std_error"] > 1e-4).all()
     with pytest.raises(NonConvergenceError, match="did not reach rtol"):
         logdet_jtj(G, z, method=method, rtol=1e-4, max_probes=16, on_nonconvergence="raise")
@@ -491,7 +491,7 @@ def test_rtol_gradient_uses_every_probe():
         est = logdet_jtj(lin.G, lin.z, method="lanczos", generator=_rng(0), return_info=True,
                          **options)
         grad = torch.autograd.grad(est.value.sum(), lin.A)[0]
-        return (grad - lin.grad).pow(2).sum((1, 2)).mean(), est.info["probes"]
+        return (grad - lin.grad).pow(2).sum((1, 2)).mean(), est.info["num_probes"]
 
     base, _ = mse(num_probes=8)
     fine, probes = mse(num_probes=8, rtol=0.02)

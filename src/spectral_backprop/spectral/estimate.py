@@ -37,8 +37,8 @@ class SpectralEstimate:
             ``nan`` from a single draw (one probe, one sample); conservative for
             orthogonal probes, which are negatively correlated.
         info: diagnostics, at least ``method``. The stochastic methods add
-            ``num_probes``, ``probes``, ``matvecs`` (products with ``M`` per sample,
-            sketch included), ``iterations``/``residual``/``converged`` per vector
+            ``num_probes`` (all rounds), ``probe_kind``, ``matvecs`` (products with ``M``
+            per sample, sketch included), ``iterations``/``residual``/``converged`` per vector
             ``[B, c]`` (deflation vectors first), ``deflated`` Ritz values,
             ``interval`` and ``degree`` (Chebyshev) and ``singular`` samples; the exact
             method adds ``singular`` and ``output`` (``G(z)`` as ``[B, n]``, with its

@@ -314,7 +314,7 @@ def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
     finite = rel[torch.isfinite(rel)]
     seen = {"steps": float(info["iterations"].float().mean())}
     if finite.numel():
-        seen["spread"] = float(finite.max()) * math.sqrt(info["probes"])
+        seen["spread"] = float(finite.max()) * math.sqrt(info["num_probes"])
     _cache(_SEEN, G)[key] = seen
 
 

@@ -231,7 +231,8 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
     dtype, device = work_dtype(z.dtype), z.device
     base = metric_matvec(G, z, check_coupling=check_coupling)
     matvec = base if not jitter else (lambda V: base(V) + jitter * V)
-    info: dict = {"method": method, "num_probes": num_probes, "probes": probes, "matvecs": 0}
+    info: dict = {"method": method, "num_probes": num_probes, "probe_kind": probes,
+                  "matvecs": 0}
     V, ritz, bounds = z.new_zeros(B, k, 0, dtype=dtype), z.new_zeros(B, 0, dtype=dtype), None
     singular = torch.zeros(B, dtype=torch.bool, device=device)
     if method == "chebyshev" or deflate > 0:
@@ -436,7 +437,7 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
     prep.info["rounds"] = len(rounds)
     prep.info["round_sizes"] = [f.values.shape[-1] - (r if i == 0 else 0)
                                 for i, f in enumerate(rounds)]
-    prep.info["probes"] = prep.info["num_probes"] = prior.count
+    prep.info["num_probes"] = prior.count  # all rounds
     prep.weights = torch.cat([prep.weights[:r], torch.full((prior.count,), 1.0 / prior.count,
                                                             dtype=prep.weights.dtype,
                                                             device=prep.weights.device)])
