@@ -72,7 +72,7 @@ from spectral_backprop.models.zoo import zoo_generator
 from spectral_backprop.spectral.deflation import sketch_spectrum
 from spectral_backprop.spectral.functions import resolve_function
 from spectral_backprop.spectral.slq import lanczos_forms
-from spectral_backprop.spectral.stochastic import _budget, _Prior
+from spectral_backprop.spectral.stochastic import _budget
 
 LOG = resolve_function("logdet")
 
@@ -121,9 +121,9 @@ def analytic(M: torch.Tensor, s: int, gen: torch.Generator) -> dict[str, torch.T
 def log_forms(matvec, Q: torch.Tensor, X: torch.Tensor):
     """Lanczos forms of ``log`` for the basis ``Q`` then the probes ``X``, under the
     library's stopping rule (its private ``_budget``, no earlier rounds, no ``rtol``)."""
-    zero = Q.new_zeros(Q.shape[0])
+    B = Q.shape[0]
     return lanczos_forms(matvec, torch.cat([Q, X], -1), LOG, num_matvecs=64, tol=None,
-                         budget=_budget(Q.shape[-1], _Prior(zero, zero, 0, zero), None))
+                         budget=_budget(Q.shape[-1], Q.new_zeros(B, 0), Q.new_zeros(B), None))
 
 
 def two_part(G, z, Q, num_probes, gen, cv: bool):

@@ -163,10 +163,10 @@ def _adaptive_once(matvec, X: Tensor, fn: SpectralFunction, bounds: tuple[Tensor
     coeff_g = coeff_g[:, : top + 1]
     vector_series = vector_fn is not None and not solve
     series = []
-    if vector_series:
-        h_degree = min(degree_from_error(chebyshev_error(vector_fn, a, b, MAX_DEGREE),
-                                         vector_tol), MAX_DEGREE)
-        series.append(chebyshev_coefficients(vector_fn, a, b, h_degree))
+    if vector_series:  # truncated from its own degree-D interpolant, like g's series
+        coeff_h, tail_h, scale_h = chebyshev_tail(vector_fn, a, b, MAX_DEGREE)
+        h_degree = min(degree_from_error(tail_h / scale_h[:, None], vector_tol), MAX_DEGREE)
+        series.append(coeff_h[:, : h_degree + 1])
     else:
         h_degree = 0
     norm2 = X.pow(2).sum(1)  # [B, c]

@@ -280,44 +280,28 @@ def _sqrt_derivative(fn: SpectralFunction):
     return h
 
 
-@dataclass
-class _Prior:
-    """Sums over the probes of earlier rounds, per sample (for the budget and ``rtol``)."""
-
-    total: Tensor  # Σ q_j
-    squares: Tensor  # Σ q_j²
-    count: int
-    deflated: Tensor  # Σ of the deflation vectors' forms (first round)
-
-    def add(self, probe_values: Tensor, deflated: Tensor | None = None) -> _Prior:
-        return _Prior(self.total + probe_values.sum(-1), self.squares + probe_values.pow(2).sum(-1),
-                      self.count + probe_values.shape[-1],
-                      self.deflated if deflated is None else self.deflated + deflated.sum(-1))
-
-
-def _budget(num_deflated: int, prior: _Prior, rtol: float | None) -> ErrorBudget:
+def _budget(num_deflated: int, earlier: Tensor, deflated: Tensor, rtol: float | None
+            ) -> ErrorBudget:
     """The stopping rule's absolute error budget per column (module docstring).
 
-    ``η = c σ̂/√n`` (``n`` probes in all, earlier rounds included) or ``c·rtol·|Ŝ|/z``
-    (a tenth of the standard error ``rtol`` asks for); the
-    probes share ``η`` (half of it with ``r > 0`` deflated vectors, which get ``η/2r``).
+    ``η = c σ̂/√n`` (``n`` probes in all, the ``earlier[B, n₀]`` probe values of earlier
+    rounds included) or ``c·rtol·|Ŝ|/z`` (a tenth of the standard error ``rtol`` asks
+    for; ``deflated[B]``: the deflated part of ``Ŝ`` from the first round); the probes
+    share ``η`` (half of it with ``r > 0`` deflated vectors, which get ``η/2r``).
     """
     r = num_deflated
 
     def budget(values: Tensor, spread2: Tensor, error: Tensor) -> Tensor:
-        probes = values[:, r:]
-        n = prior.count + probes.shape[-1]
+        probes = torch.cat([earlier, values[:, r:]], -1)
+        n = probes.shape[-1]
         if rtol is None:
             sigma = spread2[:, r:].mean(-1).clamp_min(0).sqrt()
             if n >= 2:
-                total = prior.total + probes.sum(-1)
-                var = (prior.squares + probes.pow(2).sum(-1) - total**2 / n) / (n - 1)
-                spread = var.clamp_min(0).sqrt() - error[:, r:].amax(-1)
+                spread = probes.std(-1) - error[:, r:].amax(-1)
                 sigma = torch.minimum(sigma, spread.nan_to_num(0.0).clamp_min(0))
             eta = BIAS_FRACTION * sigma / math.sqrt(n)
         else:
-            value = values[:, :r].sum(-1) + prior.deflated + (
-                prior.total + probes.sum(-1)) / n
+            value = values[:, :r].sum(-1) + deflated + probes.mean(-1)
             eta = BIAS_FRACTION * rtol / RTOL_Z * value.abs()
         allowed = (eta * (0.5 if r else 1.0))[:, None].expand_as(values).clone()
         if r:
@@ -397,48 +381,44 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
     until the standard error is met or ``max_probes`` is spent; every round is kept."""
     B, k, _ = prep.X.shape
     r = prep.num_deflated
-    zero = prep.X.new_zeros(B)
-    prior = _Prior(zero, zero, 0, zero)
+    # Every probe's value so far (earlier rounds), and the deflated part of the sum.
+    earlier, deflated = prep.X.new_zeros(B, 0), prep.X.new_zeros(B)
     X, rounds = prep.X, []
     basis = prep.X[..., :r] if r else None
     while True:
-        n = prior.count + X.shape[-1] - (r if not rounds else 0)
-        forms = _kernel(prep, X, fn, method, num_matvecs, tol,
-                        _budget(r if not rounds else 0, prior, rtol), _vector_tol(n),
-                        symmetric, on_nonconvergence, on_singular)
         start = r if not rounds else 0
-        prior = prior.add(forms.values[:, start:], forms.values[:, :start] if start else None)
+        n = earlier.shape[-1] + X.shape[-1] - start
+        forms = _kernel(prep, X, fn, method, num_matvecs, tol,
+                        _budget(start, earlier, deflated, rtol), _vector_tol(n),
+                        symmetric, on_nonconvergence, on_singular)
+        earlier = torch.cat([earlier, forms.values[:, start:]], -1)
+        deflated = deflated + forms.values[:, :start].sum(-1)
         rounds.append(forms)
-        value = prior.deflated + prior.total / prior.count
-        var = (prior.squares - prior.total**2 / prior.count) / max(prior.count - 1, 1)
-        se = var.clamp_min(0).sqrt() / math.sqrt(prior.count)
-        if prior.count < 2:
-            se = torch.full_like(se, float("nan"))
-        rel = se / value.abs()
+        count = earlier.shape[-1]
+        rel = standard_error(earlier) / (deflated + earlier.mean(-1)).abs()
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
         if rtol is None:
             break
         met = (RTOL_Z * rel <= rtol) | prep.singular
         prep.info["met"] = bool(met.all())
-        if bool(met.all()) or prior.count >= max_probes:
-            report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=prior.count,
+        if bool(met.all()) or count >= max_probes:
+            report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=count,
                             max_probes=max_probes,
                             method=method, on_nonconvergence=on_nonconvergence)
             break
         # Size the next round from the spread so far: n (z se / (rtol |S|))², with 10% to
         # spare, at least half again the probes so far (each round is a sequential run).
-        need = (1.1 * prior.count * (RTOL_Z * rel[~met] / rtol) ** 2).nan_to_num(
-            2.0 * prior.count, posinf=2.0 * prior.count).max().item()
-        new = max(math.ceil(need) - prior.count, -(-prior.count // 2))
-        new = min(new, max_probes - prior.count)
+        need = (1.1 * count * (RTOL_Z * rel[~met] / rtol) ** 2).nan_to_num(
+            2.0 * count, posinf=2.0 * count).max().item()
+        new = min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count)
         X = sample_probes(B, k, new, probes, basis=basis, generator=generator,
                           dtype=prep.X.dtype, device=prep.X.device)
         prep.X = torch.cat([prep.X, X], -1)
     prep.info["rounds"] = len(rounds)
     prep.info["round_sizes"] = [f.values.shape[-1] - (r if i == 0 else 0)
                                 for i, f in enumerate(rounds)]
-    prep.info["num_probes"] = prior.count  # all rounds
-    prep.weights = torch.cat([prep.weights[:r], torch.full((prior.count,), 1.0 / prior.count,
+    prep.info["num_probes"] = count  # all rounds
+    prep.weights = torch.cat([prep.weights[:r], torch.full((count,), 1.0 / count,
                                                             dtype=prep.weights.dtype,
                                                             device=prep.weights.device)])
     forms = _merge(rounds)
