@@ -16,7 +16,7 @@ within 1%; the time is reported.
 Usage::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_heldback.py --seeds 3 --more-probes 32 64 \\
-        --out docs/bench_heldback.md
+        --grad-rtols 0.48 --out docs/bench_heldback.md
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ from pathlib import Path
 
 import torch
 
-from bench_peers import make_problem, parse_args, peak_memory, run_exact, run_ours
+from bench_peers import (
+    make_problem,
+    parse_args,
+    peak_memory,
+    run_exact,
+    run_ours,
+    run_ours_grad_rtol,
+)
 from bench_stochastic import cosine
 from spectral_backprop.spectral.stochastic import DEFAULT_NUM_PROBES
 
@@ -39,10 +46,13 @@ FAMILY, K, BATCH = "dcgan_plain", 512, 2
 RUNS = {"exact": ("exact", run_exact, 0), "lanczos": ("ours", run_ours, DEFAULT_NUM_PROBES)}
 
 
-def runs(more_probes: list[int]) -> dict:
+def runs(more_probes: list[int], grad_rtols: list[float]) -> dict:
     """:data:`RUNS`, plus ``lanczos_p<N>``: ours with ``N`` probes (how many a cosine of 0.9
-    takes, at what time and memory)."""
-    return {**RUNS, **{f"lanczos_p{p}": ("ours", run_ours, p) for p in more_probes}}
+    takes, at what time and memory), and ``lanczos_grad_rtol=<r>``: ours asked for that
+    relative standard error of the gradient (``r = 0.48`` for a cosine of about 0.9)."""
+    return {**RUNS, **{f"lanczos_p{p}": ("ours", run_ours, p) for p in more_probes},
+            **{f"lanczos_grad_rtol={r:g}": ("ours_grad_rtol", run_ours_grad_rtol, r)
+               for r in grad_rtols}}
 
 
 def one_seed(seed: int, threads: int, modes: dict) -> dict:
@@ -56,6 +66,7 @@ def one_seed(seed: int, threads: int, modes: dict) -> dict:
         start = time.perf_counter()
         out = run(prob, level, seed, True)
         row[f"{mode}_seconds"] = time.perf_counter() - start
+        row[f"{mode}_probes"] = out.extra.get("num_probes", level)
         row[f"{mode}_cosine"] = cosine(out.grad.double(), prob.g_true)
         row[f"{mode}_value_error"] = ((out.value.double() - prob.v_true).abs()
                                       / prob.v_true.abs()).max().item()
@@ -71,12 +82,13 @@ def markdown(rows: list[dict], threads: int, modes: dict) -> str:
 
     lines = [f"`{FAMILY}` at k = {K}, batch {BATCH}, float32, {threads} threads, "
              f"{len(rows)} seeds (medians; worst seed in brackets).", "",
-             "| mode | seconds (value + gradient) | peak memory, first call (MiB) | "
+             "| mode | probes | seconds (value + gradient) | peak memory, first call (MiB) | "
              "peak memory, second call (MiB) | gradient cosine | value error (worst sample) |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]
     for m in modes:
+        probes = "–" if m == "exact" else f"{med(f'{m}_probes'):.0f}"
         lines.append(
-            f"| {m} | {med(f'{m}_seconds'):.2f} | {med(f'{m}_peak_mib'):.0f} | "
+            f"| {m} | {probes} | {med(f'{m}_seconds'):.2f} | {med(f'{m}_peak_mib'):.0f} | "
             f"{med(f'{m}_steady_mib'):.0f} | "
             f"{med(f'{m}_cosine'):.3f} ({min(r[f'{m}_cosine'] for r in rows):.3f}) | "
             f"{med(f'{m}_value_error'):.2%} ({max(r[f'{m}_value_error'] for r in rows):.2%}) |")
@@ -93,10 +105,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--more-probes", type=int, nargs="*", default=[],
                    help="also run ours with these probe counts (rows lanczos_p<N>)")
+    p.add_argument("--grad-rtols", type=float, nargs="*", default=[],
+                   help="also run ours with grad_rtol=<r> (rows lanczos_grad_rtol=<r>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    modes = runs(args.more_probes)
+    modes = runs(args.more_probes, args.grad_rtols)
     text = markdown([one_seed(s, args.threads, modes) for s in range(args.seeds)], args.threads,
                     modes)
     print(text)

@@ -161,6 +161,13 @@ def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool) -> Out:
     return out
 
 
+def run_ours_grad_rtol(prob: Problem, grad_rtol: float, seed: int, grad: bool) -> Out:
+    """Ours with a target on the parameter gradient's relative standard error (value and
+    gradient only: the target needs gradients)."""
+    return _lanczos(prob, seed, True, ("num_probes", "met", "grad_rel_std_error"),
+                    grad_rtol=grad_rtol)
+
+
 def _plain(x):
     if isinstance(x, torch.Tensor):
         return x.tolist()
@@ -319,6 +326,7 @@ def estimators(args) -> tuple[dict[str, tuple[Callable, tuple[str, ...]]], Matfr
     table = {
         "ours": (run_ours, ("value", "grad")),
         "ours_rtol": (run_ours_rtol, ("value", "grad")),
+        "ours_grad_rtol": (run_ours_grad_rtol, ("grad",)),
         "gpytorch": (lambda pr, p, s, g: run_gpytorch(pr, p, s, g, args.peer_steps,
                                                       args.gpytorch_tol), ("value", "grad")),
         "matfree": (lambda pr, p, s, g: mf.run(pr, p, s, g, args.peer_steps), ("value",)),
@@ -605,7 +613,7 @@ def memory_child(args) -> None:
     prob.v_true = torch.ones(args.batch, dtype=torch.float64)  # ours_rtol's report needs one
     args.methods = [name]
     run = estimators(args)[0][name][0]
-    level = float(level) if name == "ours_rtol" else int(level)
+    level = float(level) if name in ("ours_rtol", "ours_grad_rtol") else int(level)
     if name == "matfree":  # JIT compilation first: its peak is not the estimator's
         run(prob, level, 0, False)
     peaks = []

@@ -50,6 +50,7 @@ __all__ = [
     "check_singular_options",
     "rank_cutoff",
     "report_accuracy",
+    "report_gradient_accuracy",
     "report_nonconvergence",
     "report_nonfinite",
     "ritz_singular_samples",
@@ -252,6 +253,23 @@ def report_accuracy(
         f"samples {bad} (relative standard error {worst:.3g} after {probes} probes, "
         f"{target:.3g} needed). Raise "
         "max_probes, loosen rtol, or use method='exact'."
+    )
+    if on_nonconvergence == "raise":
+        raise NonConvergenceError(msg)
+    warn(msg, AccuracyNotMetWarning)
+
+
+def report_gradient_accuracy(
+    rel_std_error: float, *, grad_rtol: float, probes: int, max_probes: int, method: str,
+    on_nonconvergence: str,
+) -> None:
+    """Warn (:class:`AccuracyNotMetWarning`) or raise when the parameter gradient's
+    relative standard error is still above ``grad_rtol`` after ``max_probes`` probes."""
+    msg = (
+        f"method={method!r} did not reach grad_rtol={grad_rtol:g} within "
+        f"max_probes={max_probes} (the gradient's relative standard error is "
+        f"{rel_std_error:.3g} after {probes} probes). Raise max_probes, loosen grad_rtol, "
+        "or use method='exact'."
     )
     if on_nonconvergence == "raise":
         raise NonConvergenceError(msg)

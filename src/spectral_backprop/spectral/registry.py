@@ -263,7 +263,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
 
 # Options of the stochastic path that the exact answer satisfies as it is: no warning
 # when auto goes exact (exact meets any rtol and draws no random numbers).
-_SATISFIED_BY_EXACT = frozenset({"rtol", "max_probes", "generator"})
+_SATISFIED_BY_EXACT = frozenset({"rtol", "grad_rtol", "max_probes", "generator"})
 
 
 def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):

@@ -95,6 +95,7 @@ from .deflation import sketch_spectrum
 from .diagnostics import (
     check_singular_options,
     report_accuracy,
+    report_gradient_accuracy,
     report_nonconvergence,
     report_nonfinite,
     ritz_singular_samples,
@@ -102,6 +103,7 @@ from .diagnostics import (
 )
 from .estimate import SpectralEstimate
 from .functions import SpectralFunction
+from .gradient_spread import GradientSpread
 from .quadratic import ErrorBudget, QuadraticForms, is_reciprocal
 from .slq import lanczos_forms
 from .surrogate import first_order_only
@@ -141,11 +143,11 @@ SKETCH_STEPS_PER_VECTOR = 4
 Matvec = Callable[[Tensor], Tensor]
 
 
-def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, max_probes, probes,
-                      generator, deflate, jitter, on_nonconvergence, on_singular,
+def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, grad_rtol, max_probes,
+                      probes, generator, deflate, jitter, on_nonconvergence, on_singular,
                       symmetric) -> int:
     """Check every option of :func:`stochastic_spectral_sum`, and return ``max_probes``
-    with its default (``0`` without ``rtol``)."""
+    with its default (``0`` without ``rtol`` or ``grad_rtol``)."""
     if method not in ("lanczos", "chebyshev"):
         raise ValueError(f"method must be 'lanczos' or 'chebyshev', got {method!r}")
     check_latents(G, z)
@@ -169,9 +171,12 @@ def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, max_prob
     if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float))
                              or not 0 < rtol < float("inf")):
         raise ValueError(f"rtol must be None or a finite number > 0, got {rtol!r}")
+    _check_grad_rtol(G, grad_rtol, deflate)
+    targets = rtol is not None or grad_rtol is not None
     if max_probes is not None:
-        if rtol is None:
-            raise ValueError("max_probes is the probe budget of rtol=...: pass rtol too")
+        if not targets:
+            raise ValueError("max_probes is the probe budget of rtol=... or grad_rtol=...: "
+                             "pass one of them too")
         if isinstance(max_probes, bool) or not isinstance(max_probes, int) or \
                 max_probes < num_probes:
             raise ValueError(f"max_probes must be an integer >= num_probes={num_probes}, "
@@ -189,9 +194,30 @@ def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, max_prob
         raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {on_nonconvergence!r}")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
-    if rtol is None:
+    if not targets:
         return 0
     return max(DEFAULT_MAX_PROBES, num_probes) if max_probes is None else max_probes
+
+
+def _check_grad_rtol(G, grad_rtol, deflate) -> None:
+    if grad_rtol is None:
+        return
+    if isinstance(grad_rtol, bool) or not isinstance(grad_rtol, (int, float)) or \
+            not 0 < grad_rtol < float("inf"):
+        raise ValueError(f"grad_rtol must be None or a finite number > 0, got {grad_rtol!r}")
+    if not torch.is_grad_enabled():
+        raise ValueError("grad_rtol targets the parameter gradient, but gradients are "
+                         "disabled (torch.no_grad): drop grad_rtol or enable gradients")
+    if not isinstance(G, torch.nn.Module) or not _gradient_params(G):
+        raise ValueError("grad_rtol targets the gradient with respect to G's parameters: G "
+                         "must be a torch.nn.Module with parameters that require grad")
+    if deflate:
+        raise ValueError("grad_rtol is not available with deflate > 0 (the deflated part "
+                         "of the gradient is not a probe mean): pass deflate=0")
+
+
+def _gradient_params(G: torch.nn.Module) -> list[Tensor]:
+    return [p for p in G.parameters() if p.requires_grad]
 
 
 @dataclass
@@ -373,12 +399,29 @@ def _merge(rounds: list[QuadraticForms]) -> QuadraticForms:
                           cat("converged"), sum(f.matvecs for f in rounds), rounds[-1].extra)
 
 
+def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: QuadraticForms,
+                   start: int, symmetric: bool) -> float | None:
+    """Feed this round's probes to the gradient's spread; its relative standard error
+    (``None`` without ``grad_rtol``). Singular samples are left out, as in the estimate."""
+    if spread is None or forms.vectors is None:
+        return None
+    keep = ~prep.singular[:, None, None]
+    U = torch.where(keep, forms.vectors[..., start:], 0)
+    X = None if symmetric else prep.X[..., -U.shape[-1]:]
+    spread.add(U, X)
+    rel = spread.relative_error()
+    prep.info["grad_rel_std_error"] = rel
+    return rel
+
+
 def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
-            num_matvecs: int | None, tol: float | None, rtol: float | None, max_probes: int,
+            num_matvecs: int | None, tol: float | None, rtol: float | None,
+            spread: GradientSpread | None, grad_rtol: float | None, max_probes: int,
             probes: str, generator: torch.Generator | None, symmetric: bool,
             on_nonconvergence: str, on_singular: str) -> QuadraticForms:
-    """Run the kernel on the first probes, then (with ``rtol``) on new rounds of probes
-    until the standard error is met or ``max_probes`` is spent; every round is kept."""
+    """Run the kernel on the first probes, then (with ``rtol`` or ``grad_rtol``) on new
+    rounds of probes until the standard errors are met or ``max_probes`` is spent; every
+    round is kept."""
     B, k, _ = prep.X.shape
     r = prep.num_deflated
     # Every probe's value so far (earlier rounds), and the deflated part of the sum.
@@ -397,18 +440,30 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         count = earlier.shape[-1]
         rel = standard_error(earlier) / (deflated + earlier.mean(-1)).abs()
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
-        if rtol is None:
+        if rtol is None and spread is None:
             break
-        met = (RTOL_Z * rel <= rtol) | prep.singular
-        prep.info["met"] = bool(met.all())
-        if bool(met.all()) or count >= max_probes:
-            report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=count,
-                            max_probes=max_probes,
-                            method=method, on_nonconvergence=on_nonconvergence)
+        met = ((RTOL_Z * rel <= rtol) | prep.singular if rtol is not None
+               else torch.ones_like(prep.singular))
+        grad_rel = _add_gradients(spread, prep, forms, start, symmetric)
+        grad_met = grad_rel is None or grad_rel <= grad_rtol
+        prep.info["met"] = bool(met.all()) and grad_met
+        if prep.info["met"] or count >= max_probes:
+            if rtol is not None:
+                report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=count,
+                                max_probes=max_probes, method=method,
+                                on_nonconvergence=on_nonconvergence)
+            if not grad_met:
+                report_gradient_accuracy(grad_rel, grad_rtol=grad_rtol, probes=count,
+                                         max_probes=max_probes, method=method,
+                                         on_nonconvergence=on_nonconvergence)
             break
         # Size the next round from the spread so far: n (z se / (rtol |S|))², with 10% to
-        # spare, at least half again the probes so far (each round is a sequential run).
-        need = (1.1 * count * (RTOL_Z * rel[~met] / rtol) ** 2).nan_to_num(
+        # spare, at least half again the probes so far (each round is a sequential run);
+        # likewise n (r / grad_rtol)² for the gradient.
+        ratios = [(RTOL_Z * rel[~met] / rtol) ** 2] if rtol is not None and (~met).any() else []
+        if not grad_met:
+            ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
+        need = (1.1 * count * torch.cat([r.cpu().double() for r in ratios])).nan_to_num(
             2.0 * count, posinf=2.0 * count).max().item()
         new = min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count)
         X = sample_probes(B, k, new, probes, basis=basis, generator=generator,
@@ -477,6 +532,7 @@ def stochastic_spectral_sum(
     num_matvecs: int | None = None,
     tol: float | None = None,
     rtol: float | None = None,
+    grad_rtol: float | None = None,
     max_probes: int | None = None,
     probes: str = "rademacher",
     generator: torch.Generator | None = None,
@@ -513,7 +569,14 @@ def stochastic_spectral_sum(
             are added in rounds (reusing every earlier probe) until ``std_error ≤
             rtol·|value|/1.96`` or ``max_probes`` (:class:`~.diagnostics.AccuracyNotMetWarning`
             then).
-        max_probes: probe budget per sample with ``rtol`` (default 1024).
+        grad_rtol: requested relative standard error of the gradient with respect to
+            ``G``'s parameters (of the batch's sum), ``‖se(ĝ)‖/‖g‖``, estimated from
+            groups of probes (:mod:`.gradient_spread`): probes are added in rounds until
+            it is met or ``max_probes`` is spent. The gradient's cosine to the true one
+            is then about ``1/√(1 + grad_rtol²)`` (0.9 at ``grad_rtol=0.48``). Needs
+            gradients enabled and ``G`` an ``nn.Module``; costs one extra JVP and its
+            backward per probe.
+        max_probes: probe budget per sample with ``rtol`` or ``grad_rtol`` (default 1024).
         probes: ``"rademacher"``, ``"gaussian"`` or ``"orthogonal"`` (exact for
             ``num_probes = k − deflate``).
         generator: ``torch.Generator`` on ``z``'s device, for repeatable probes.
@@ -539,12 +602,14 @@ def stochastic_spectral_sum(
         ``Tensor[B]`` (or a :class:`SpectralEstimate`); float32 for float16 / bfloat16 ``z``.
     """
     max_probes = _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol,
-                                   max_probes, probes, generator, deflate, jitter,
+                                   grad_rtol, max_probes, probes, generator, deflate, jitter,
                                    on_nonconvergence, on_singular, symmetric)
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
                     on_singular, check_coupling)
-    forms = _rounds(prep, fn, method, num_probes, num_matvecs, tol, rtol, max_probes,
-                    probes, generator, symmetric, on_nonconvergence, on_singular)
+    spread = None if grad_rtol is None else GradientSpread(
+        _gradient_params(G), lambda U, X: _surrogate(G, z, U, X, U.new_ones(U.shape[-1])))
+    forms = _rounds(prep, fn, method, num_probes, num_matvecs, tol, rtol, spread, grad_rtol,
+                    max_probes, probes, generator, symmetric, on_nonconvergence, on_singular)
     value, std_error = _estimate(G, z, fn, prep, forms, symmetric, on_singular, method)
     return SpectralEstimate(value, std_error, prep.info) if return_info else value
 
