@@ -463,7 +463,7 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         ratios = [(RTOL_Z * rel[~met] / rtol) ** 2] if rtol is not None and (~met).any() else []
         if not grad_met:
             ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
-        need = (1.1 * count * torch.cat([r.cpu().double() for r in ratios])).nan_to_num(
+        need = (1.1 * count * torch.cat([x.cpu().double() for x in ratios])).nan_to_num(
             2.0 * count, posinf=2.0 * count).max().item()
         new = min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count)
         X = sample_probes(B, k, new, probes, basis=basis, generator=generator,
