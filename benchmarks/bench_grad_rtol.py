@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench_peers import DTYPES, make_problem, run_exact, run_ours_grad_rtol
-from bench_rtol import timed
+from bench_rtol import report, timed
 from bench_stochastic import cosine
 from spectral_backprop.models.zoo import ZOO_FAMILIES
 
@@ -82,10 +82,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # a spent budget shows as met = False in the table
-    text = markdown([bench_family(f, args) for f in args.families], args)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    report(markdown([bench_family(f, args) for f in args.families], args), args.out)
 
 
 if __name__ == "__main__":

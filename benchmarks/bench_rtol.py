@@ -152,9 +152,14 @@ def main(argv=None) -> None:
                               for f in args.families], args)
     else:
         text = markdown([bench_family(f, args) for f in args.families], args)
+    report(text, args.out)
+
+
+def report(text: str, out: Path | None) -> None:
+    """Print the markdown report, and write it to ``out`` when given."""
     print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    if out is not None:
+        out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -546,9 +546,8 @@ def stochastic_spectral_sum(
 ) -> Tensor | SpectralEstimate:
     """Stochastic ``Σ_i g(λ_i(JᵀJ + jitter·I))`` per sample, with its gradient.
 
-    ``tr g(M) ≈ Σ_j ω_j x_jᵀ g(M) x_j`` and ``dS ≈ Σ_j ω_j d‖J w_j‖²`` with
-    ``w = g'(M)^{1/2} x`` (or ``(J u)·(J x)``, ``u = g'(M)x``); Ramesh & LeCun 2018,
-    arXiv 1806.00499, §3; see the module docstring.
+    ``tr g(M) ≈ Σ_j ω_j x_jᵀ g(M) x_j``, ``dS ≈ Σ_j ω_j d‖J w_j‖²``, ``w = g'(M)^{1/2} x``
+    (or ``(J u)·(J x)``, ``u = g'(M)x``); Ramesh & LeCun 2018, arXiv 1806.00499, §3.
 
     Args:
         G: generator ``z[B, k] -> x[B, ...]``.
@@ -557,36 +556,27 @@ def stochastic_spectral_sum(
         method: ``"lanczos"`` (stochastic Lanczos quadrature) or ``"chebyshev"``
             (Chebyshev–Hutchinson).
         num_probes: random probes per sample (``p``).
-        num_matvecs: per vector: maximum Lanczos steps (``"lanczos"``, default 64; ``tol``
-            stops earlier), or the polynomial degree and CG budget (``"chebyshev"``;
-            default: degree from ``tol`` and the condition number, CG budget ``k``).
+        num_matvecs: per vector: maximum Lanczos steps (``"lanczos"``, default 64), or the
+            polynomial degree and CG budget (``"chebyshev"``; default: adaptive, ``k``).
         tol: ``None`` (default): the adaptive stopping rule (module docstring), each
-            vector's error within ``0.1`` standard error of the estimate (or of
-            ``rtol·|S|/1.96``), so that adding probes keeps reducing the error. A number: the
-            former relative tolerance of the iterative parts (:mod:`.slq`,
-            :mod:`.chebyshev_hutchinson`), whose bias does not fall with more probes.
-        rtol: requested relative error of each sample's value, at 95% confidence: probes
-            are added in rounds (reusing every earlier probe) until ``std_error ≤
-            rtol·|value|/1.96`` or ``max_probes`` (:class:`~.diagnostics.AccuracyNotMetWarning`
-            then).
-        grad_rtol: requested relative standard error of the gradient with respect to
-            ``G``'s parameters (of the batch's sum), ``‖se(ĝ)‖/‖g‖``, estimated from
-            groups of probes (:mod:`.gradient_spread`): probes are added in rounds until
-            it is met or ``max_probes`` is spent. The gradient's cosine to the true one
-            is then about ``1/√(1 + grad_rtol²)`` (0.9 at ``grad_rtol=0.48``). Needs
-            gradients enabled and ``G`` an ``nn.Module``; costs one extra JVP and its
-            backward per probe.
-        max_probes: probe budget per sample with ``rtol`` or ``grad_rtol`` (default 1024).
+            vector's error within ``0.1`` standard error (or ``rtol·|S|/1.96``). A number:
+            the former relative tolerance, whose bias does not fall with more probes.
+        rtol: requested relative error of each sample's value, at 95% confidence: rounds
+            of probes (earlier ones reused) until ``std_error ≤ rtol·|value|/1.96``.
+        grad_rtol: requested relative standard error ``‖se(ĝ)‖/‖g‖`` of the gradient of
+            the batch's sum with respect to ``G``'s parameters (:mod:`.gradient_spread`;
+            cosine ≈ ``1/√(1 + grad_rtol²)``), met by rounds of probes likewise. Needs
+            gradients and an ``nn.Module`` ``G``; one extra JVP and backward per probe.
+        max_probes: probe budget with ``rtol`` or ``grad_rtol`` (default 1024; then
+            :class:`~.diagnostics.AccuracyNotMetWarning`).
         probes: ``"rademacher"``, ``"gaussian"`` or ``"orthogonal"`` (exact for
             ``num_probes = k − deflate``).
         generator: ``torch.Generator`` on ``z``'s device, for repeatable probes.
-        deflate: Ritz vectors of a Lanczos sketch treated exactly (default 0: on the
-            benchmark DCGAN, ``deflate=2`` saved a quarter of the products at the same
-            gradient error but ran slower, the sketch being one sequential column).
+        deflate: Ritz vectors of a Lanczos sketch treated exactly (default 0: fewer
+            products on the benchmark DCGAN, but slower, the sketch being sequential).
         jitter: added to the metric's diagonal.
         on_nonconvergence: ``"warn"`` (:class:`~.diagnostics.NonConvergenceWarning`) or
-            ``"raise"`` (:class:`~.diagnostics.NonConvergenceError`) when the budget is
-            not enough.
+            ``"raise"`` (:class:`~.diagnostics.NonConvergenceError`) on a spent budget.
         on_singular: ``"warn"`` or ``"raise"`` when a numerically singular metric is found
             for ``log``/``sqrt``-type ``g`` (from the Ritz values of the probes' Lanczos
             runs and of the sketch; ``"chebyshev"`` has only the sketch's), or a value is
