@@ -617,7 +617,7 @@ def memory_child(args) -> None:
     if name == "matfree":  # JIT compilation first: its peak is not the estimator's
         run(prob, level, 0, False)
     peaks = []
-    for seed in (1, 2):  # the first call, then the steady state of a second one
+    for seed in (1, 1):  # the first call, then the steady state of the same call again
         gc.collect()
         base = reset_peak_rss()  # the kernel's high-water mark restarts here
         run(prob, level, seed, mode == "grad")

@@ -36,7 +36,7 @@ __all__ = ["GRADIENT_GROUPS", "GradientSpread"]
 
 # Groups of probes: the variance estimate has G − 1 degrees of freedom per parameter
 # (summed over many parameters, it is far tighter); each group is one backward pass and
-# one running sum of the gradient's size (4 × the parameters' memory).
+# one running sum of the gradient's size (in float32 or wider).
 GRADIENT_GROUPS = 4
 
 
@@ -56,7 +56,7 @@ class GradientSpread:
         self.params, self.surrogate, self.groups = params, surrogate, groups
         numel = sum(p.numel() for p in params)
         dtype = torch.promote_types(params[0].dtype, torch.float32)
-        self.sums = params[0].new_zeros(groups, numel, dtype=dtype)
+        self.sums = params[0].new_zeros(groups, numel, dtype=dtype)  # one device assumed
         self.counts = [0] * groups
         self.seen = 0
 
@@ -77,18 +77,15 @@ class GradientSpread:
         self.seen += c
 
     def relative_error(self) -> float:
-        """``r = ‖se‖ / (‖ĝ‖² − ‖se‖²)^{1/2}`` (module docstring); ``inf`` while fewer
-        than two groups have probes or the signal is not above the noise."""
-        used = [i for i, n in enumerate(self.counts) if n]
-        if len(used) < 2:
+        """``r = ‖se‖ / (‖ĝ‖² − ‖se‖²)^{1/2}`` (module docstring); ``inf`` while a group
+        has no probe yet (fewer degrees of freedom would let a noisy estimate stop the
+        rounds early) or the signal is not above the noise."""
+        if min(self.counts) == 0:
             return math.inf
-        counts = torch.tensor([self.counts[i] for i in used], dtype=self.sums.dtype,
-                              device=self.sums.device)
-        means = self.sums[used] / counts[:, None]
-        mean = self.sums[used].sum(0) / counts.sum()
-        G = len(used)
+        counts = torch.tensor(self.counts, dtype=self.sums.dtype, device=self.sums.device)
+        means = self.sums / counts[:, None]
+        mean = self.sums.sum(0) / counts.sum()
+        G = self.groups
         var = (means - means.mean(0)).pow(2).sum() / (G * (G - 1))
-        signal = mean.pow(2).sum() - var
-        if not bool(signal > 0):
-            return math.inf
-        return math.sqrt(var.item() / signal.item())
+        var, signal = torch.stack([var, mean.pow(2).sum() - var]).tolist()  # one sync
+        return math.sqrt(var / signal) if signal > 0 else math.inf

@@ -405,8 +405,10 @@ def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: Quadra
     (``None`` without ``grad_rtol``). Singular samples are left out, as in the estimate."""
     if spread is None or forms.vectors is None:
         return None
-    keep = ~prep.singular[:, None, None]
-    U = torch.where(keep, forms.vectors[..., start:], 0)
+    U = forms.vectors[..., start:]
+    # Non-finite samples are dropped from the estimate later; keep them out of the spread.
+    keep = ~prep.singular & torch.isfinite(forms.values).all(-1) & torch.isfinite(U).all((1, 2))
+    U = torch.where(keep[:, None, None], U, 0)
     X = None if symmetric else prep.X[..., -U.shape[-1]:]
     spread.add(U, X)
     rel = spread.relative_error()
@@ -445,7 +447,10 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         met = ((RTOL_Z * rel <= rtol) | prep.singular if rtol is not None
                else torch.ones_like(prep.singular))
         grad_rel = _add_gradients(spread, prep, forms, start, symmetric)
-        grad_met = grad_rel is None or grad_rel <= grad_rtol
+        # Every sample singular: no gradient to estimate (the estimate leaves them out).
+        grad_met = grad_rel is None or grad_rel <= grad_rtol or bool(prep.singular.all())
+        if grad_rel is not None:
+            prep.info["grad_met"] = grad_met
         prep.info["met"] = bool(met.all()) and grad_met
         if prep.info["met"] or count >= max_probes:
             if rtol is not None:
