@@ -140,13 +140,15 @@ class _AdaptiveStop:
         inf = torch.full_like(self.norm2, torch.inf)
         self.error, self.allowed, self.vector = inf, inf.clone(), inf.clone()
         self.ok = torch.zeros_like(self.norm2, dtype=torch.bool)
+        self.last_eig: tuple[Tensor, Eig] | None = None  # (steps, eig) of the last call
 
     def __call__(self, alpha: Tensor, beta: Tensor, steps: Tensor) -> Tensor:
-        theta, tau2, S = lanczos_quadrature(alpha, beta, steps, eigenvectors=True)
-        g = self.fn.g(theta)
-        q = (tau2 * g).sum(-1)
-        q_abs = (tau2 * g.abs()).sum(-1)
-        spread2 = 2 * self.norm2 * (tau2 * (g - q[..., None]) ** 2).sum(-1)
+        eig = lanczos_quadrature(alpha, beta, steps, eigenvectors=True)
+        self.last_eig = (steps.clone(), eig)
+        theta, tau2, _ = eig
+        q, q_abs, y, cg_residual = _quadrature_state(alpha, beta, steps, self.fn.g,
+                                                     self.vector_fn, self.solve, eig)
+        spread2 = 2 * self.norm2 * (tau2 * (self.fn.g(theta) - q[..., None]) ** 2).sum(-1)
         j = alpha.shape[-1]
         idx = (steps - 1).clamp_min(0)
         self.hist[..., :j].scatter_(-1, idx[..., None], q[..., None])
@@ -161,13 +163,11 @@ class _AdaptiveStop:
         value_ok = (error <= allowed) | (error <= self.floor * self.norm2 * q_abs)
         vector = torch.zeros_like(error)
         changed = steps != self.last
-        if self.vector_fn is not None:
-            y = (S * (self.vector_fn(theta) * S[..., 0, :])[..., None, :]).sum(-1)  # h(T)e_1
+        if y is not None:  # h(T) e_1
             m = torch.arange(j, device=steps.device)
             y = torch.where(m < steps[..., None], y, torch.zeros_like(y))
             if self.solve:  # the true CG residual β_m |e_mᵀ T_m⁻¹ e_1|
-                vector = (beta.gather(-1, idx[..., None]) * y.gather(-1, idx[..., None]))[
-                    ..., 0].abs()
+                vector = cg_residual
             else:
                 prev = torch.zeros_like(y) if self.y_prev is None else _pad(self.y_prev, j)
                 vector = torch.linalg.vector_norm(y - prev, dim=-1) / torch.linalg.vector_norm(
@@ -239,8 +239,14 @@ def lanczos_forms(
             return _residuals(alpha, beta, steps, fn.g, vector_fn, solve)[1] <= tol
 
     decomp = lanczos(matvec, X, num_matvecs, stop=stop)
-    # The one eigendecomposition of the final T_m: value, vectors and Ritz range use it.
-    eig = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps, eigenvectors=True)
+    # The one eigendecomposition of the final T_m: value, vectors and Ritz range use it
+    # (the adaptive rule's last call has it already unless a breakdown ended the run).
+    last = adaptive.last_eig if adaptive is not None else None
+    if last is not None and last[1][0].shape[-1] == decomp.alpha.shape[-1] and torch.equal(
+            last[0], decomp.steps):
+        eig = last[1]
+    else:
+        eig = lanczos_quadrature(decomp.alpha, decomp.beta, decomp.steps, eigenvectors=True)
     exact = decomp.breakdown | (decomp.norm == 0)
     extra = {"breakdown": decomp.breakdown, "ritz_range": _ritz_range(decomp, eig[0])}
     if adaptive is None:
