@@ -25,6 +25,7 @@ import torch
 
 from spectral_backprop import logdet_jtj
 from spectral_backprop.models.zoo import ZOO_FAMILIES, zoo_generator
+from spectral_backprop.stats import standard_error
 
 RULES = {"tol=1e-2 (former)": {"tol": 1e-2}, "adaptive (new)": {}}
 
@@ -60,7 +61,7 @@ def run(family: str, k: int, dtype: torch.dtype, budgets, seeds: int) -> list[st
                 products.append(est.info["matvecs"])
                 warned += n_warn
             err = torch.cat(errors)
-            bias, se = err.mean().item(), err.std().item() / math.sqrt(err.numel())
+            bias, se = err.mean().item(), standard_error(err).item()
             rms[budget] = err.pow(2).mean().sqrt().item()
             rows.append(
                 f"| {family} | {str(dtype)[6:]} | {rule} | {budget} | {p} | "

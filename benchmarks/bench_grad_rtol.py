@@ -22,13 +22,14 @@ import argparse
 import statistics
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from bench_peers import DTYPES, make_problem, run_exact, run_ours_grad_rtol
-from bench_rtol import report, timed
-from bench_stochastic import cosine
+from bench_rtol import report
+from bench_stochastic import cosine, timed
 from spectral_backprop.models.zoo import ZOO_FAMILIES
 
 
@@ -36,8 +37,8 @@ def bench_family(family: str, args) -> dict:
     rows = []
     for seed in range(args.seeds):
         prob = make_problem(family, args.k, DTYPES[args.dtype], args.batch, seed)
-        ours, seconds = timed(run_ours_grad_rtol, prob, args.grad_rtol, seed, True)
-        _, exact_seconds = timed(run_exact, prob, 0, seed, True)
+        seconds, ours = timed(partial(run_ours_grad_rtol, prob, args.grad_rtol, seed, True))
+        exact_seconds, _ = timed(partial(run_exact, prob, 0, seed, True))
         g, truth = ours.grad.double(), prob.g_true
         achieved = ((g - truth).norm() / truth.norm()).item()
         reported = ours.extra["grad_rel_std_error"]

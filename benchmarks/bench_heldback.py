@@ -38,6 +38,7 @@ from bench_peers import (
     run_ours,
     run_ours_grad_rtol,
 )
+from bench_rtol import report
 from bench_stochastic import cosine
 from spectral_backprop.spectral.stochastic import DEFAULT_NUM_PROBES
 
@@ -113,9 +114,7 @@ def main(argv=None) -> None:
     modes = runs(args.more_probes, args.grad_rtols)
     text = markdown([one_seed(s, args.threads, modes) for s in range(args.seeds)], args.threads,
                     modes)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

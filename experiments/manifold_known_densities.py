@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spectral_backprop import stats
+from spectral_backprop.train.manifold import ManifoldConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -43,7 +46,7 @@ ESTIMATORS = ("exact", "exact_half", "lanczos", "rnf_exact", "rnf_hutchinson", "
 # Variants of the library's estimators: (method, ManifoldConfig overrides). "exact_half"
 # computes the exact log det at half of each batch's points (``volume_points``: an
 # unbiased estimate of the batch's volume term at half its cost).
-VARIANTS = {"exact_half": ("exact", {"volume_points": 128})}
+VARIANTS = {"exact_half": ("exact", {"volume_points": ManifoldConfig.batch_size // 2})}
 DATA = (("circle", None), ("sine", None), ("sphere", None), ("circle", 100), ("sine", 100),
         ("sphere", 100))
 # The success criterion: |kl| <= 0.05 nats with a median distance <= 0.02.
@@ -107,12 +110,14 @@ def label(data: str, ambient: int | None) -> str:
 
 
 def mean_se(values: list[float], digits: int = 3) -> str:
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    if not v:
+    """``mean ± se`` of the finite values (:func:`spectral_backprop.stats.mean_se`), the
+    mean alone for one value, ``–`` for none."""
+    m = stats.mean_se(x for x in values if x is not None)
+    if math.isnan(m["mean"]):
         return "–"
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1) / math.sqrt(len(v)):.{digits}f}"
+    if math.isnan(m["se"]):
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} ± {m['se']:.{digits}f}"
 
 
 def table(runs: list[dict]) -> str:
