@@ -38,7 +38,9 @@ no sketch pays at 256–1,024 products. Hutch++ is 1.5–5.6× worse than plain 
 products, 0.97–2.6× with the control variate (below 1 once, resnet at 256: within
 noise); ``deflate`` 1.4–5.7×, 1.5–2.4× with the cv. At equal seconds the same or worse:
 at equal products Hutch++ took 0.8–1.2× plain's time (its sketch is one batched
-product), ``deflate`` 1.0–2.9× (its 30-step sketch is one sequential column).
+product), ``deflate`` 1.0–2.9× (its 30-step sketch is one sequential column); one cold
+call per cell then, so the first method timed paid torch's first-use costs (each is now
+warmed up first; not re-run).
 Why: Rademacher probes already cancel the diagonal of ``log M`` (their variance is
 ``2Σ_{i≠j}A_ij²``, ~15× below the Gaussian ``2‖A − cI‖_F²`` on ``coupling``), which
 projected probes lose; and the centred log-spectrum has no few dominant eigenvalues, so
