@@ -9,11 +9,13 @@
   :func:`rank_deficient`, the custom autograd Functions :class:`ExpNoFunctorch`,
   :class:`ExpNoJvp` and :class:`ExpWithJvp`;
 * :func:`check_estimator_convergence` for stochastic estimators;
-* :func:`interrupted_then_resumed` and :func:`records_without` for resume tests.
+* :func:`interrupted_then_resumed` and :func:`records_without` for resume tests;
+  :func:`count_coupling_checks` for the training loops' skipped coupling test.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -343,13 +345,29 @@ def interrupted_then_resumed(monkeypatch, module, train: Callable, config, out, 
                 before_stop()
             raise Interrupted
 
-    monkeypatch.setattr(module, "save_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
+    # Only this patch is undone before the resume: the caller's own patches stay.
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(module, "save_checkpoint", save_then_die)
         train(config, out, dataset=dataset)
-    monkeypatch.undo()
     return train(config, out, resume=True, dataset=dataset)
 
 
 def records_without(run_dir, key: str) -> list[dict]:
     """The run's ``metrics.jsonl`` records without ``key`` (a wall-clock time)."""
     return [{k: v for k, v in r.items() if k != key} for r in read_metrics(run_dir)]
+
+
+def count_coupling_checks(monkeypatch) -> list:
+    """Record every coupling test with lanes (``check_coupling=True``) that ``G`` gets."""
+    # The module, not the function of the same name that spectral_backprop.linalg exports.
+    jacobian_module = importlib.import_module("spectral_backprop.linalg.jacobian")
+    calls, real = [], jacobian_module._check_coupling
+
+    def counting(cols, scales):
+        if scales.shape[0]:
+            calls.append(cols.shape)
+        return real(cols, scales)
+
+    monkeypatch.setattr(jacobian_module, "_check_coupling", counting)
+    return calls
+

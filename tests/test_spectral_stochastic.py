@@ -363,8 +363,17 @@ def _zoo_metric(family, k=32):
     """
     G = zoo_generator(family, k, seed=0, dtype=torch.float64)
     z0 = torch.randn(1, k, dtype=torch.float64, generator=_rng(1))
-    R = torch.linalg.qr(jacobian(G, z0)[0]).R
-    return (lambda z: z @ R.T), z0, logdet_jtj(G, z0).item()
+    return _map_of(_zoo_root(family, k, z0)), z0, logdet_jtj(G, z0).item()
+
+
+def _zoo_root(family, k, z0):
+    """``R`` of ``J = QR`` for the zoo family at ``z0``: ``RᵀR = JᵀJ``."""
+    G = zoo_generator(family, k, seed=0, dtype=torch.float64)
+    return torch.linalg.qr(jacobian(G, z0)[0]).R
+
+
+def _map_of(R):
+    return lambda z: z @ R.T
 
 
 def _rms_errors(method, family, tol=None, probes=(4, 64)):
@@ -581,11 +590,10 @@ def test_default_rule_settles_in_low_precision(dtype):
     # with bfloat16 products (float32 algebra), every vector converges before the step
     # budget (a NonConvergenceWarning would fail the test) and the value stays within 6
     # standard errors of the float64 truth (dcgan_plain metric, k = 32, 64 probes, 4 rows).
-    G64, z0, truth = _zoo_metric("dcgan_plain")
-    R = torch.linalg.qr(jacobian(zoo_generator("dcgan_plain", 32, seed=0, dtype=torch.float64),
-                                 z0)[0]).R.to(dtype)
+    z0 = torch.randn(1, 32, dtype=torch.float64, generator=_rng(1))
+    R = _zoo_root("dcgan_plain", 32, z0).to(dtype)
     z = z0.repeat(4, 1).to(dtype).requires_grad_()
-    est = logdet_jtj(lambda u: u @ R.T, z, method="lanczos", num_probes=64, generator=_rng(0),
+    est = logdet_jtj(_map_of(R), z, method="lanczos", num_probes=64, generator=_rng(0),
                      return_info=True)
     assert est.info["converged"].all() and est.value.dtype == torch.float32
     assert (est.info["iterations"] < 32).all()

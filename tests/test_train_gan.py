@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import interrupted_then_resumed, records_without
+from helpers import count_coupling_checks, interrupted_then_resumed, records_without
 from spectral_backprop.data import load_dataset
 from spectral_backprop.train import (
     CheckpointError,
@@ -543,3 +543,19 @@ def test_weight_average_follows_its_recursion_and_is_what_loads(tmp_path, ring):
     assert all(torch.equal(loaded.state_dict()[k], got[k]) for k in got)
     with pytest.raises(ConfigError, match="ema"):
         tiny_config(ema=1.0)
+
+
+def test_entropy_steps_skip_the_coupling_test_the_pre_training_check_ran(tmp_path, ring,
+                                                                        monkeypatch):
+    # The pre-training check tests G for batch coupling; the steps then pass
+    # check_coupling=False (train/common.estimator_options): the count of coupling tests
+    # does not grow with the steps. Without the skip every step would add one.
+    counts = {}
+    for steps in (4, 12):
+        calls = count_coupling_checks(monkeypatch)
+        config = tiny_config(entropy={"weight": 0.1}, steps=steps, log_every=steps,
+                             ckpt_every=steps)
+        train_gan(config, tmp_path / str(steps), dataset=ring)
+        counts[steps] = len(calls)
+        monkeypatch.undo()
+    assert counts[4] >= 1 and counts[12] == counts[4], counts

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import spectral_backprop.train.manifold as manifold_module
-from helpers import interrupted_then_resumed, records_without
+from helpers import count_coupling_checks, interrupted_then_resumed, records_without
 from spectral_backprop.cli import CLIError, fit_manifold
 from spectral_backprop.data.manifolds import circle, npy_array, sine, sphere
 from spectral_backprop.runfiles import read_metrics
@@ -140,3 +140,18 @@ def test_cli_reports_a_bad_npy_file(tmp_path):
                                 "--out", str(tmp_path / "out"), "--no-progress"])
     with pytest.raises(CLIError, match="expected 2-D"):
         args.func(args)
+
+
+def test_steps_skip_the_coupling_test_check_method_ran(tmp_path, monkeypatch):
+    # check_method tests the architecture for batch coupling before the first step; the
+    # likelihood steps pass check_coupling=False, so the count of coupling tests does not
+    # grow with the steps (each step would add one without the skip).
+    counts = {}
+    for steps in (4, 12):
+        calls = count_coupling_checks(monkeypatch)
+        config = tiny(steps=steps, warmup=0.0, ramp=0.0, log_every=steps, ckpt_every=steps,
+                      eval_samples=50)
+        train_manifold(config, tmp_path / str(steps), dataset=sine(500, 100))
+        counts[steps] = len(calls)
+        monkeypatch.undo()
+    assert counts[4] >= 1 and counts[12] == counts[4], counts

@@ -162,9 +162,7 @@ def manifold_terms(G, E, x: Tensor, *, prior: object | None = None, method: str 
     z = _encode(E, x)
     if accepts_option(method, "encoder", z.shape[1], unchecked=False):
         options.setdefault("encoder", E)
-    m = x.shape[0] if volume_points is None else volume_points
-    if not 1 <= m <= x.shape[0]:
-        raise ValueError(f"volume_points must be in [1, {x.shape[0]}] (the batch), got {m}")
+    m = _volume_count(x.shape[0], volume_points)
     if accepts_option(method, "data", z.shape[1], unchecked=False):
         options.setdefault("data", x if m == x.shape[0] else x[:m])
     try:
@@ -227,9 +225,17 @@ def manifold_loss(G, E, x: Tensor, *, beta: float, likelihood_weight: float = 1.
     terms = manifold_terms(G, E, x, prior=prior, method=method, volume_points=volume_points,
                            **options)
     rec = _squared_distance(x, terms.x_hat).mean()
-    m = x.shape[0] if volume_points is None else volume_points
+    m = _volume_count(x.shape[0], volume_points)
     nll = terms.half_logdet[:m].mean() - terms.log_prior.mean()  # = nll.mean() at m = B
     return likelihood_weight * nll + beta * rec, terms
+
+
+def _volume_count(batch: int, volume_points: int | None) -> int:
+    """The points whose log det enters: the first ``volume_points`` (default all)."""
+    m = batch if volume_points is None else volume_points
+    if not 1 <= m <= batch:
+        raise ValueError(f"volume_points must be in [1, {batch}] (the batch), got {m}")
+    return m
 
 
 def _squared_distance(x: Tensor, x_hat: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ arrays are kept. Values are shown as text and escaped by :mod:`.html`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,20 @@ import numpy as np
 
 from ..runfiles import ARRAYS, METRICS, RESULTS, RunFileError, read_json, read_metrics
 
-__all__ = ["Artifacts", "ReportError", "Variant", "inside", "load_artifacts"]
+__all__ = ["Artifacts", "ReportError", "Variant", "class_coverage_of", "inside", "load_artifacts"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ReportError(Exception):
     """A run folder that cannot be reported on; the message says which file and why."""
+
+
+def class_coverage_of(info: Mapping | None) -> Mapping:
+    """A demo entry's ``class_coverage`` (empty when missing or not a mapping: the report
+    shows what a folder has and never fails on a hand-edited file)."""
+    coverage = (info or {}).get("class_coverage")
+    return coverage if isinstance(coverage, Mapping) else {}
 
 
 @dataclass

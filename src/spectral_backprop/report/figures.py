@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..pictures import png_bytes, pyplot
-from .artifacts import Variant
+from .artifacts import Variant, class_coverage_of
 
 __all__ = ["class_coverage", "loglik_histograms", "spectra_overlay", "training_curves"]
 
@@ -132,12 +132,6 @@ def training_curves(variants: Sequence[Variant]) -> bytes | None:
     return png_bytes(fig)
 
 
-def _coverage(v: Variant) -> dict:
-    """A demo entry's ``class_coverage`` (empty when missing or not a mapping)."""
-    coverage = v.info.get("class_coverage")
-    return coverage if isinstance(coverage, dict) else {}
-
-
 def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | None = None
                    ) -> bytes | None:
     """Share of generated samples a classifier assigns to each digit class, per variant.
@@ -145,7 +139,7 @@ def class_coverage(variants: Sequence[Variant], reference: Sequence[float] | Non
     A collapsed generator piles its samples on few classes; ``reference`` (the real
     data's shares) is drawn as black ticks.
     """
-    counts = {v.name: _counts(_coverage(v).get("class_counts")) for v in variants}
+    counts = {v.name: _counts(class_coverage_of(v.info).get("class_counts")) for v in variants}
     have = [v for v in variants if counts[v.name] is not None]
     n_cls = len(counts[have[0].name]) if have else 0
     have = [v for v in have if len(counts[v.name]) == n_cls]

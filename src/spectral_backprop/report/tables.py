@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .artifacts import class_coverage_of
+
 __all__ = ["SUMMARY_ROWS", "flat_metrics", "format_value", "summary_rows"]
 
 # (key in a variant's flat metrics, label, unit). Keys absent from every variant are
@@ -61,8 +63,7 @@ def flat_metrics(analysis: Mapping[str, Any], info: Mapping[str, Any] | None = N
     if isinstance(typical, Mapping):
         value = typical.get("bits_per_dim", math.nan)
         out["bits_per_dim_typical"] = value if _number(value) else math.nan
-    coverage = (info or {}).get("class_coverage")
-    coverage = coverage if isinstance(coverage, Mapping) else {}
+    coverage = class_coverage_of(info)
     for key in ("class_entropy", "classes_covered"):
         if _number(coverage.get(key)):
             out[key] = coverage[key]

@@ -167,6 +167,11 @@ def _cache(table: weakref.WeakKeyDictionary, G: object) -> dict:
         return {}
 
 
+def _key(z: Tensor, num_probes: int) -> tuple:
+    """What the cached unit costs and the last run's figures are kept under, per ``G``."""
+    return tuple(z.shape), z.dtype, z.device, num_probes
+
+
 def _best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
     """The shorter of ``repeats`` timed calls (the first also warms up). On CUDA the
     device is synchronised around each call: kernels run asynchronously, and timing
@@ -236,7 +241,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     if k < AUTO_CROSSOVER:
         return "exact", None
     p0 = options.get("num_probes", DEFAULT_NUM_PROBES)
-    key = (tuple(z.shape), z.dtype, z.device, p0)
+    key = _key(z, p0)
     units = _cache(_UNIT_COSTS, G)
     if key not in units:
         units[key] = _measure(G, z, p0)
@@ -270,9 +275,10 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     """``method="auto"``: exact or ``"lanczos"``, whichever :func:`auto_choice` predicts to
     be faster on this generator, shape and device (exact below ``k = AUTO_CROSSOVER``).
 
-    ``rtol`` enters the prediction (more probes for a tighter target); when exact is
-    chosen it is met as it is, and ``rtol``, ``max_probes`` and ``generator`` are dropped
-    silently. Any other option meant only for the path not taken (``num_probes`` when
+    ``rtol`` enters the prediction (more probes for a tighter target; ``grad_rtol`` does
+    not: a gradient's spread is unknown before it is measured); when exact is chosen it
+    meets both as it is, and ``rtol``, ``grad_rtol``, ``max_probes`` and ``generator`` are
+    dropped silently. Any other option meant only for the path not taken (``num_probes`` when
     exact is chosen, ``chunk_size`` when ``"lanczos"`` is) is left out with a
     ``UserWarning`` that names it and the path chosen. With ``return_info=True``,
     ``info["auto"]`` holds the :class:`AutoCosts` (``None`` below the crossover).
@@ -309,7 +315,7 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
 
 def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
     """Keep the steps per probe and the per-probe relative spread a stochastic run saw."""
-    key = (tuple(z.shape), z.dtype, z.device, p0)
+    key = _key(z, p0)
     rel = info["rel_std_error"]
     finite = rel[torch.isfinite(rel)]
     seen = {"steps": float(info["iterations"].float().mean())}
@@ -407,8 +413,9 @@ def spectral_sum(
             that mixes the samples of a batch); for ``"exact"`` also ``chunk_size``,
             ``rank_tol``;
             for the stochastic methods ``num_probes``, ``num_matvecs``, ``tol`` (default
-            ``None``: the unbiased adaptive stopping rule), ``rtol``, ``max_probes``,
-            ``probes``, ``generator``, ``deflate``, ``on_nonconvergence``, ``symmetric``
+            ``None``: the unbiased adaptive stopping rule), ``rtol``, ``grad_rtol``,
+            ``max_probes``, ``probes``, ``generator``, ``deflate``, ``on_nonconvergence``,
+            ``symmetric``
             (see :func:`~spectral_backprop.spectral.stochastic.stochastic_spectral_sum`).
             An option the method does not use raises ``TypeError``.
 

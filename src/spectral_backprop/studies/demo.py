@@ -348,7 +348,7 @@ def _results(cfg: DemoConfig, out: Path, measured: dict, reference: dict, t_star
             **m,
             "classifier_confidence_ratio":
                 m["classifier_confidence"] / reference["classifier_confidence_heldout"],
-            "test_nll": m.get("test_nll"),
+            "test_nll": m.get("test_nll"),  # every entry has the key (None for a GAN)
             "real_on_manifold_fraction": analysis.get("real_on_manifold_fraction"),
             "analysis": _float_keys(analysis),
         }
