@@ -18,7 +18,7 @@ without a warning or an error naming the samples.
 **Non-convergence.** An iterative kernel that stops at its budget before its tolerance
 leaves a biased value and gradient: :class:`NonConvergenceWarning`, or
 :class:`NonConvergenceError` with ``on_nonconvergence="raise"``. A requested accuracy
-(``rtol``) not met within ``max_probes``: :class:`AccuracyNotMetWarning` (a
+(``rtol``, ``grad_rtol``) not met within ``max_probes``: :class:`AccuracyNotMetWarning` (a
 :class:`NonConvergenceWarning`), or the same error.
 
 Warnings point at the first caller outside the package, so that they name the user's
@@ -76,7 +76,8 @@ class NonConvergenceError(RuntimeError):
 
 
 class AccuracyNotMetWarning(NonConvergenceWarning):
-    """A requested accuracy (``rtol``) was not reached before the probe budget ran out."""
+    """A requested accuracy (``rtol`` or ``grad_rtol``) was not reached before the probe
+    budget ran out."""
 
 
 def warn(message: str, category: type[Warning]) -> None:
@@ -232,9 +233,14 @@ def report_nonconvergence(
         f"{bad} ({int(failed.sum())} of {converged.numel()} vectors; worst "
         f"residual {worst:.3g}): the value and gradient are biased. {fix}"
     )
+    _warn_or_raise(msg, NonConvergenceWarning, on_nonconvergence)
+
+
+def _warn_or_raise(msg: str, category: type[Warning], on_nonconvergence: str) -> None:
+    """The ``on_nonconvergence`` policy: :class:`NonConvergenceError`, or a warning."""
     if on_nonconvergence == "raise":
         raise NonConvergenceError(msg)
-    warn(msg, NonConvergenceWarning)
+    warn(msg, category)
 
 
 def report_accuracy(
@@ -254,9 +260,7 @@ def report_accuracy(
         f"{target:.3g} needed). Raise "
         "max_probes, loosen rtol, or use method='exact'."
     )
-    if on_nonconvergence == "raise":
-        raise NonConvergenceError(msg)
-    warn(msg, AccuracyNotMetWarning)
+    _warn_or_raise(msg, AccuracyNotMetWarning, on_nonconvergence)
 
 
 def report_gradient_accuracy(
@@ -271,6 +275,4 @@ def report_gradient_accuracy(
         f"{rel_std_error:.3g} after {probes} probes). Raise max_probes, loosen grad_rtol, "
         "or use method='exact'."
     )
-    if on_nonconvergence == "raise":
-        raise NonConvergenceError(msg)
-    warn(msg, AccuracyNotMetWarning)
+    _warn_or_raise(msg, AccuracyNotMetWarning, on_nonconvergence)
