@@ -52,7 +52,9 @@ round is sized from the spread measured so far, ``p ← 1.1 p (z·se/(rtol |S|))
 least half again). The gradient
 surrogate uses every probe. ``info`` reports ``rel_std_error``, ``probes``, ``matvecs``,
 ``rounds`` and ``met``; a budget that ran out warns with
-:class:`~.diagnostics.AccuracyNotMetWarning`.
+:class:`~.diagnostics.AccuracyNotMetWarning`. ``grad_rtol`` does the same for the
+relative standard error of the parameter gradient, measured from groups of probes
+(:mod:`.gradient_spread`).
 
 **Variance reduction 1: the symmetric split** (default, needs ``g' ≥ 0``: log det,
 trace, nuclear norm). With ``w = g'(M)^{1/2} ε`` held fixed,
@@ -129,7 +131,7 @@ DEFAULT_TOL = 1e-2
 # c of the stopping rule: the bias of the mean is at most c standard errors, so the
 # mean squared error grows by at most c² = 1% over the probe noise alone.
 BIAS_FRACTION = 0.1
-DEFAULT_MAX_PROBES = 1024  # probe budget per sample with rtol
+DEFAULT_MAX_PROBES = 1024  # probe budget per sample with rtol or grad_rtol
 # rtol bounds the relative error at 95% confidence: the standard error is driven to
 # rtol/RTOL_Z (the normal 97.5% quantile), not to rtol, which would leave ~1 draw in 3
 # outside it.
@@ -165,11 +167,9 @@ def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, grad_rto
             f"{MAX_USER_DEGREE}: a spectrum that needs more is too ill-conditioned for a "
             "polynomial; use method='lanczos' (or jitter=...)"
         )
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
-                            or not 0 <= tol < float("inf")):
+    if tol is not None and not _finite_number(tol, allow_zero=True):
         raise ValueError(f"tol must be a number >= 0 (and finite) or None, got {tol!r}")
-    if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float))
-                             or not 0 < rtol < float("inf")):
+    if rtol is not None and not _finite_number(rtol):
         raise ValueError(f"rtol must be None or a finite number > 0, got {rtol!r}")
     _check_grad_rtol(G, grad_rtol, deflate)
     targets = rtol is not None or grad_rtol is not None
@@ -202,8 +202,7 @@ def _validate_options(G, z, method, num_probes, num_matvecs, tol, rtol, grad_rto
 def _check_grad_rtol(G, grad_rtol, deflate) -> None:
     if grad_rtol is None:
         return
-    if isinstance(grad_rtol, bool) or not isinstance(grad_rtol, (int, float)) or \
-            not 0 < grad_rtol < float("inf"):
+    if not _finite_number(grad_rtol):
         raise ValueError(f"grad_rtol must be None or a finite number > 0, got {grad_rtol!r}")
     if not torch.is_grad_enabled():
         raise ValueError("grad_rtol targets the parameter gradient, but gradients are "
@@ -214,6 +213,13 @@ def _check_grad_rtol(G, grad_rtol, deflate) -> None:
     if deflate:
         raise ValueError("grad_rtol is not available with deflate > 0 (the deflated part "
                          "of the gradient is not a probe mean): pass deflate=0")
+
+
+def _finite_number(value: object, allow_zero: bool = False) -> bool:
+    """A finite real number (not a bool), positive (or zero with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (value >= 0 if allow_zero else value > 0) and value < float("inf")
 
 
 def _gradient_params(G: torch.nn.Module) -> list[Tensor]:
