@@ -41,7 +41,9 @@ GRADIENT_GROUPS = 4
 
 
 class GradientSpread:
-    """Running group sums of the probes' parameter gradients.
+    """Running group sums of the probes' parameter gradients, and from them the relative
+    standard error ``‖se‖/(‖ĝ‖² − ‖se‖²)^{1/2}`` with ``‖se‖² = Σ_l ‖m_l − m̄‖²/(G(G−1))``
+    (batch means; Schmeiser 1982, see the module docstring).
 
     Args:
         params: the tensors the gradient is taken with respect to.
