@@ -73,7 +73,7 @@ OPTION_VALUES = {
     "num_probes": [1, 2, 4, 0, -1, 2.5, True, "8", 10**12],
     "num_matvecs": [None, 1, 3, 20, 0, -5, 1.5, 10**9],
     "tol": [1e-2, 1e-8, 0.0, -1.0, math.nan, math.inf, "x"],
-    "probes": ["rademacher", "gaussian", "orthogonal", "sobol", 1],
+    "probes": ["hadamard", "rademacher", "gaussian", "orthogonal", "sobol", 1],
     "deflate": [0, 1, 2, None, -1, 100, True],
     "jitter": [0.0, 1e-3, -1.0, math.nan, math.inf, "a"],
     "on_singular": ["warn", "raise", "ignore", None],
@@ -88,7 +88,7 @@ OPTION_VALUES = {
 }
 VALID_VALUES = {
     "num_probes": [1, 2, 4], "num_matvecs": [None, 1, 3, 20], "tol": [1e-2, 1e-8, 0.0],
-    "probes": ["rademacher", "gaussian", "orthogonal"], "deflate": [0, 1, 2],
+    "probes": ["hadamard", "rademacher", "gaussian", "orthogonal"], "deflate": [0, 1, 2],
     "jitter": [0.0, 1e-3], "on_singular": ["warn", "raise"],
     "on_nonconvergence": ["warn", "raise"], "chunk_size": [None, 1, 2],
     "rank_tol": [None, 0.0, 1e-3], "symmetric": [True, False], "return_info": [True, False],

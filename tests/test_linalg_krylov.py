@@ -18,7 +18,7 @@ from spectral_backprop.linalg.lanczos import (
     lanczos_quadrature,
     ritz_pairs,
 )
-from spectral_backprop.linalg.probes import sample_probes
+from spectral_backprop.linalg.probes import ProbeStream, sample_probes
 
 
 def spd(batch, k, cond=100.0, seed=0):
@@ -140,7 +140,7 @@ def test_chebyshev_recurrence_matches_dense_and_certifies_the_interval():
     assert (missed > 2).all()  # interval above λ_min: the recurrence blows up, visibly
 
 
-@pytest.mark.parametrize("kind", ["rademacher", "gaussian", "orthogonal"])
+@pytest.mark.parametrize("kind", ["hadamard", "rademacher", "gaussian", "orthogonal"])
 def test_probes_are_isotropic_and_avoid_the_basis(kind):
     g = torch.Generator().manual_seed(0)
     eps = sample_probes(1, 6, 4000, kind, generator=g, dtype=torch.float64)
@@ -156,6 +156,46 @@ def test_orthogonal_probes_are_exact_with_k_probes():
     eps = sample_probes(3, 9, 9, "orthogonal", dtype=torch.float64)
     est = (eps * (A @ eps)).sum(1).mean(-1)
     torch.testing.assert_close(est, torch.diagonal(A, dim1=-2, dim2=-1).sum(-1))
+
+
+@pytest.mark.parametrize("kind,k", [("hadamard", 9), ("hadamard", 16), ("orthogonal", 9)])
+def test_a_probe_stream_draws_without_replacement_and_ends_exact(kind, k):
+    # Round after round, the stream continues one draw: all K probes together sum the
+    # trace exactly (K = 16 Hadamard probes for k = 9 or 16, k orthogonal ones), also
+    # in the complement of a basis; a 17th is refused.
+    A = spd(3, k)
+    V = torch.linalg.qr(torch.randn(3, k, 2, dtype=torch.float64)).Q
+    P = torch.eye(k, dtype=torch.float64) - V @ V.mT
+    for basis, target in ((None, A), (V, P @ A @ P)):
+        stream = ProbeStream(3, k, kind, basis=basis, generator=torch.Generator().manual_seed(1),
+                             dtype=torch.float64)
+        K = stream.population
+        assert K == (16 if kind == "hadamard" else k - (0 if basis is None else 2))
+        eps = torch.cat([stream.draw(3), stream.draw(K - 3)], -1)
+        assert stream.remaining == 0
+        est = (eps * (A @ eps)).sum(1).mean(-1)
+        torch.testing.assert_close(est, torch.diagonal(target, dim1=-2, dim2=-1).sum(-1))
+        with pytest.raises(ValueError, match="left of"):
+            stream.draw(1)
+        if kind == "hadamard" and basis is None:  # ±1, no two alike (orthogonal if k = K)
+            assert eps.abs().eq(1).all() and torch.unique(eps[0], dim=-1).shape[-1] == K
+            if k == K:
+                torch.testing.assert_close(eps.mT @ eps, k * torch.eye(k, dtype=torch.float64)
+                                           .expand(3, k, k))
+
+
+def test_hadamard_probes_are_each_rademacher():
+    # D h_j with D random signs: every entry ±1 with probability ½ and entries of one
+    # probe independent, so the mean of ε_a ε_b over many draws vanishes for a ≠ b. Over
+    # N = 3000 independent draws of 3 probes (one D each) its standard error is at most
+    # 1/√N; allowed: 4.5 of them.
+    g = torch.Generator().manual_seed(0)
+    eps = torch.cat([sample_probes(1, 12, 3, "hadamard", generator=g, dtype=torch.float64)
+                     for _ in range(3000)], -1)[0]  # [12, 9000]
+    outer = eps @ eps.T / eps.shape[-1]
+    off = outer - torch.diag(outer.diagonal())
+    assert off.abs().max() < 4.5 / 3000**0.5
+    assert torch.equal(outer.diagonal(), torch.ones(12, dtype=torch.float64))
 
 
 def test_probe_options_are_checked():

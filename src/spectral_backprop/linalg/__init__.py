@@ -34,7 +34,7 @@ from .lanczos import (
     tridiagonal,
 )
 from .memory import available_bytes, check_allocation
-from .probes import PROBE_KINDS, project_out, sample_probes
+from .probes import PROBE_KINDS, ProbeStream, probe_population, project_out, sample_probes
 
 __all__ = [
     "CGResult",
@@ -62,6 +62,8 @@ __all__ = [
     "lanczos_quadrature",
     "metric_matvec",
     "reduced_precision_allowed",
+    "ProbeStream",
+    "probe_population",
     "project_out",
     "ritz_pairs",
     "sample_probes",

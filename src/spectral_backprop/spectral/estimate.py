@@ -34,10 +34,14 @@ class SpectralEstimate:
         value: the estimate (``Tensor[B]`` per sample for a spectral sum, a scalar
             tensor for the entropy), differentiable by spectral backpropagation.
         std_error: standard error of ``value``, same shape: zeros for an exact value,
-            ``nan`` from a single draw (one probe, one sample); conservative for
-            orthogonal probes, which are negatively correlated.
+            ``nan`` from a single draw (one probe, one sample); for probes drawn
+            without replacement (``"hadamard"``, ``"orthogonal"``) with the
+            finite-population factor ``(1 − p/K)^{1/2}``, 0 when all ``K`` were drawn.
+            It is the probes' statistical error: the quadrature's is bounded by the
+            stopping rule, not included.
         info: diagnostics, at least ``method``. The stochastic methods add
-            ``num_probes`` (all rounds), ``probe_kind``, ``matvecs`` (products with ``M``
+            ``num_probes`` (all rounds), ``probe_kind``, ``rel_probe_spread`` (the
+            per-probe spread ``s/|value|``), ``matvecs`` (products with ``M``
             per sample, sketch included), ``iterations``/``residual``/``converged`` per vector
             ``[B, c]`` (deflation vectors first), ``deflated`` Ritz values,
             ``interval`` and ``degree`` (Chebyshev) and ``singular`` samples; the exact

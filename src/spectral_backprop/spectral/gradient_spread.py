@@ -4,7 +4,10 @@ r"""The standard error of a stochastic parameter gradient, from groups of probes
 The stochastic mode's parameter gradient is a mean over probes,
 ``ĝ = (1/p) Σ_j g_j`` with ``g_j = ∇_θ s_j`` the gradient of probe ``j``'s surrogate term
 (``s_j = ‖J w_j‖²`` summed over the batch; Ramesh & LeCun 2018, arXiv 1806.00499, §3).
-The ``g_j`` are independent and identically distributed, so ``Cov(ĝ) = Cov(g_j)/p``.
+For i.i.d. probes the ``g_j`` are independent and identically distributed, so
+``Cov(ĝ) = Cov(g_j)/p``; for probes drawn without replacement from ``K`` (the default
+``"hadamard"``) they are exchangeable with a fixed population sum, and the batch-means
+estimate below is multiplied by ``1 − p/K`` (:mod:`~..linalg.probes`).
 Measuring it per probe would take one backward pass per probe; instead the probes are
 dealt round-robin into ``G`` groups and each group's mean ``m_l`` costs one backward
 pass through its probes' JVPs. The group means are independent with mean ``E ĝ``, and
@@ -32,6 +35,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..linalg.probes import finite_population_factor
+
 __all__ = ["GRADIENT_GROUPS", "GradientSpread"]
 
 # Groups of probes: the variance estimate has G − 1 degrees of freedom per parameter
@@ -51,11 +56,13 @@ class GradientSpread:
             ``U[B, k, c]`` (and ``X``, without the symmetric split), unweighted: summed
             over the columns.
         groups: ``G``.
+        population: ``K`` for probes drawn without replacement (``None``: i.i.d.).
     """
 
     def __init__(self, params: list[Tensor], surrogate: Callable[[Tensor, Tensor | None], Tensor],
-                 groups: int = GRADIENT_GROUPS):
+                 groups: int = GRADIENT_GROUPS, population: int | None = None):
         self.params, self.surrogate, self.groups = params, surrogate, groups
+        self.population = population
         numel = sum(p.numel() for p in params)
         dtype = torch.promote_types(params[0].dtype, torch.float32)
         self.sums = params[0].new_zeros(groups, numel, dtype=dtype)  # one device assumed
@@ -89,5 +96,6 @@ class GradientSpread:
         mean = self.sums.sum(0) / counts.sum()
         G = self.groups
         var = (means - means.mean(0)).pow(2).sum() / (G * (G - 1))
+        var = var * finite_population_factor(self.seen, self.population)
         var, signal = torch.stack([var, mean.pow(2).sum() - var]).tolist()  # one sync
         return math.sqrt(var / signal) if signal > 0 else math.inf

@@ -48,6 +48,7 @@ from ..linalg.jacobian import (
     metric_matvec,
     work_dtype,
 )
+from ..linalg.probes import probe_population
 from .diagnostics import warn
 from .estimate import SpectralEstimate
 from .exact import exact_spectral_sum
@@ -55,6 +56,7 @@ from .functions import SpectralFunction, resolve_function
 from .stochastic import (
     DEFAULT_MAX_PROBES,
     DEFAULT_NUM_PROBES,
+    DEFAULT_PROBES,
     RTOL_Z,
     chebyshev_spectral_sum,
     lanczos_spectral_sum,
@@ -212,6 +214,12 @@ def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
     return AutoCosts(column, product, dense)
 
 
+def _probes_for(iid: float, population: int | None) -> float:
+    """Probes drawn without replacement from ``K`` that match ``iid`` i.i.d. ones:
+    ``s²(1 − p/K)/p = s²/p_iid`` gives ``p = 1/(1/p_iid + 1/K)``."""
+    return iid if population is None else 1.0 / (1.0 / iid + 1.0 / population)
+
+
 def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
                 **options) -> tuple[str, AutoCosts | None]:
     r"""The path ``method="auto"`` takes for ``(G, z)``: ``("exact" | "lanczos", costs)``.
@@ -231,7 +239,9 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     Cholesky and inverse, a backward through JVPs taken as twice their forward pass.
     ``m``: Lanczos steps per probe, :data:`AUTO_STEPS_PRIOR` until a stochastic run of
     this ``G`` and shape was seen, then the steps it took. ``p``: ``num_probes``, or with
-    ``rtol`` the probes that reach it, ``max(p₀, (z·s/rtol)²)`` (``z = RTOL_Z``) with
+    ``rtol`` the probes that reach it, ``max(p₀, 1/(1/p_iid + 1/K))`` with
+    ``p_iid = (z·s/rtol)²`` (``z = RTOL_Z``; ``K`` the population of probes drawn without
+    replacement, :func:`~..linalg.probes.probe_population`, none for i.i.d. ones) and
     ``s`` the per-probe relative spread last seen for this ``G`` (else
     ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at
     ``max_probes``. Exact is taken whenever it is predicted no slower, and whenever
@@ -240,7 +250,8 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     k = z.shape[1]
     if k < AUTO_CROSSOVER:
         return "exact", None
-    p0 = options.get("num_probes", DEFAULT_NUM_PROBES)
+    population = probe_population(options.get("probes", DEFAULT_PROBES), k)
+    p0 = min(options.get("num_probes", DEFAULT_NUM_PROBES), population or math.inf)
     key = _key(z, p0)
     units = _cache(_UNIT_COSTS, G)
     if key not in units:
@@ -252,7 +263,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     rtol = options.get("rtol")
     if rtol is not None:
         spread = seen.get("spread", math.sqrt(2.0 / k) * AUTO_SPREAD_PRIOR)
-        probes = max(p0, math.ceil((RTOL_Z * spread / rtol) ** 2))
+        probes = max(p0, math.ceil(_probes_for((RTOL_Z * spread / rtol) ** 2, population)))
         cap = options.get("max_probes") or max(DEFAULT_MAX_PROBES, p0)
         if probes > cap:
             costs.probes, costs.steps = probes, steps
@@ -316,11 +327,11 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
 def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
     """Keep the steps per probe and the per-probe relative spread a stochastic run saw."""
     key = _key(z, p0)
-    rel = info["rel_std_error"]
+    rel = info["rel_probe_spread"]
     finite = rel[torch.isfinite(rel)]
     seen = {"steps": float(info["iterations"].float().mean())}
     if finite.numel():
-        seen["spread"] = float(finite.max()) * math.sqrt(info["num_probes"])
+        seen["spread"] = float(finite.max())
     _cache(_SEEN, G)[key] = seen
 
 

@@ -21,13 +21,27 @@ spectrum sketch, probes and their weights), :func:`_kernel` (the quadratic forms
 gradient vectors, without a graph) and :func:`_estimate` (the weighted value, its
 standard error ``s/√p`` over the probes, and the surrogate).
 
+**The probes** (``probes="hadamard"``, the default) are Rademacher vectors drawn without
+replacement from ``K = 2^⌈log₂ k⌉`` (a randomly signed, column-permuted Hadamard
+matrix, :mod:`~..linalg.probes`). Each alone is an ordinary Rademacher probe, but
+together they are negatively correlated: the variance of the mean is
+``σ²/p · (K − p)/(K − 1)``, never more than i.i.d. probes give, and zero once all ``K``
+are drawn (then the trace is exact up to the quadrature; more are never drawn). The
+standard error carries the finite-population factor, ``s/√p · (1 − p/K)^{1/2}``, and so
+does the gradient's (:mod:`.gradient_spread`). This pays where ``p`` is a fair share of
+``k``: with ``rtol`` on a sample whose log det is small against its spread, where i.i.d.
+probes would need thousands.
+
 **The stopping rule: unbiased by default.** Each probe's quadrature (or series) carries
 an error that, for ``log`` and ``√``, has one sign (Gauss quadrature overestimates them),
 so it survives averaging over probes: with a per-vector *relative* tolerance
 (``tol=1e-2``, the former default) it left a bias of +7 to +22 nats on ``k = 256–512``
 generators, whatever the number of probes. By default (``tol=None``) every vector
 instead stops when the absolute error of its quadratic form is within a budget tied to
-the statistical error the estimate will have (:mod:`.slq`, :mod:`.chebyshev_hutchinson`):
+the statistical error the estimate will have (:mod:`.slq`, :mod:`.chebyshev_hutchinson`;
+``σ̂/√p`` is the i.i.d. standard error, which the finite-population factor can only
+lower: near ``p = K`` the bias bound is a larger share of the reported standard error,
+which is 0 at ``p = K``):
 
 .. math::  |\hat e_j| \le \eta = c\,\hat\sigma/\sqrt{p}
            \quad\text{or, with rtol,}\quad \eta = c \cdot \mathrm{rtol}\,|\hat S| / z,
@@ -90,7 +104,7 @@ from ..linalg.jacobian import (
     metric_matvec,
     work_dtype,
 )
-from ..linalg.probes import PROBE_KINDS, sample_probes
+from ..linalg.probes import PROBE_KINDS, ProbeStream, finite_population_factor
 from ..stats import standard_error
 from .chebyshev_hutchinson import MAX_USER_DEGREE, chebyshev_forms
 from .deflation import sketch_spectrum
@@ -115,6 +129,7 @@ __all__ = [
     "DEFAULT_MAX_PROBES",
     "DEFAULT_NUM_MATVECS",
     "DEFAULT_NUM_PROBES",
+    "DEFAULT_PROBES",
     "DEFAULT_TOL",
     "chebyshev_spectral_sum",
     "lanczos_spectral_sum",
@@ -122,6 +137,9 @@ __all__ = [
 ]
 
 DEFAULT_NUM_PROBES = 8
+# Rademacher probes drawn without replacement: never more variance than i.i.d. ones, and
+# exact once all 2^⌈log₂ k⌉ are drawn (linalg.probes).
+DEFAULT_PROBES = "hadamard"
 DEFAULT_NUM_MATVECS = 64  # Lanczos steps per probe (an upper bound; the rule stops earlier)
 # The former default relative tolerance, kept as the tolerance of the gradient's vectors
 # (cosine to the exact gradient on the benchmark DCGAN unchanged from 3e-2 to 1e-2) and
@@ -237,6 +255,7 @@ class _Prepared:
         X: ``[B, k, r + p]``, the ``r`` deflation vectors, then the ``p`` probes.
         weights: ``[r + p]``, 1 for a deflation vector, ``1/p`` for a probe.
         num_deflated: ``r``.
+        stream: where the probes come from (later rounds continue it).
         singular: ``[B]`` samples whose sketch shows a singular metric.
         bounds: ``(a[B], b[B])`` enclosing the spectrum (when a sketch ran).
         info: diagnostics collected so far.
@@ -246,6 +265,7 @@ class _Prepared:
     X: Tensor
     weights: Tensor
     num_deflated: int
+    stream: ProbeStream
     singular: Tensor
     bounds: tuple[Tensor, Tensor] | None
     info: dict
@@ -279,8 +299,12 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
     r = V.shape[-1]
     if r:
         info["deflated"] = ritz  # from the sketch: no extra product with M
-    eps = sample_probes(B, k, num_probes, probes, basis=V if r else None,
-                        generator=generator, dtype=dtype, device=device)
+    stream = ProbeStream(B, k, probes, basis=V if r else None, generator=generator,
+                         dtype=dtype, device=device)
+    # Drawn without replacement, the whole population gives the exact trace: no more.
+    num_probes = int(min(num_probes, stream.remaining))
+    info["num_probes"] = num_probes
+    eps = stream.draw(num_probes)
     weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
                          torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
     if singular.any():
@@ -293,7 +317,8 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
                       torch.where(singular, b + 1, b))
     else:
         solve_mv = matvec
-    return _Prepared(solve_mv, torch.cat([V, eps], dim=-1), weights, r, singular, bounds, info)
+    return _Prepared(solve_mv, torch.cat([V, eps], dim=-1), weights, r, stream, singular,
+                     bounds, info)
 
 
 def _sqrt_derivative(fn: SpectralFunction):
@@ -405,6 +430,16 @@ def _merge(rounds: list[QuadraticForms]) -> QuadraticForms:
                           cat("converged"), sum(f.matvecs for f in rounds), rounds[-1].extra)
 
 
+def _probe_std_error(values: Tensor, stream: ProbeStream) -> Tensor:
+    """The standard error of the mean of the probe values ``[B, p]``: ``s/√p``, times
+    ``√(1 − p/K)`` for probes drawn without replacement from ``K``
+    (:func:`~..linalg.probes.finite_population_factor`); 0 once all ``K`` are drawn."""
+    factor = finite_population_factor(values.shape[-1], stream.population)
+    if factor == 0.0:
+        return torch.zeros_like(values[:, 0])
+    return standard_error(values) * math.sqrt(factor)
+
+
 def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: QuadraticForms,
                    start: int, symmetric: bool) -> float | None:
     """Feed this round's probes to the gradient's spread; its relative standard error
@@ -422,20 +457,18 @@ def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: Quadra
     return rel
 
 
-def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
-            num_matvecs: int | None, tol: float | None, rtol: float | None,
-            spread: GradientSpread | None, grad_rtol: float | None, max_probes: int,
-            probes: str, generator: torch.Generator | None, symmetric: bool,
+def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int | None,
+            tol: float | None, rtol: float | None, spread: GradientSpread | None,
+            grad_rtol: float | None, max_probes: int, symmetric: bool,
             on_nonconvergence: str, on_singular: str) -> QuadraticForms:
     """Run the kernel on the first probes, then (with ``rtol`` or ``grad_rtol``) on new
-    rounds of probes until the standard errors are met or ``max_probes`` is spent; every
-    round is kept."""
-    B, k, _ = prep.X.shape
+    rounds of probes until the standard errors are met, ``max_probes`` is spent or the
+    probe stream is exhausted (the estimate is then exact); every round is kept."""
+    B = prep.X.shape[0]
     r = prep.num_deflated
     # Every probe's value so far (earlier rounds), and the deflated part of the sum.
     earlier, deflated = prep.X.new_zeros(B, 0), prep.X.new_zeros(B)
     X, rounds = prep.X, []
-    basis = prep.X[..., :r] if r else None
     while True:
         start = r if not rounds else 0
         n = earlier.shape[-1] + X.shape[-1] - start
@@ -446,8 +479,12 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         deflated = deflated + forms.values[:, :start].sum(-1)
         rounds.append(forms)
         count = earlier.shape[-1]
-        rel = standard_error(earlier) / (deflated + earlier.mean(-1)).abs()
+        size = (deflated + earlier.mean(-1)).abs()
+        rel = _probe_std_error(earlier, prep.stream) / size
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
+        # The per-probe spread, without the finite-population factor (auto's prior).
+        prep.info["rel_probe_spread"] = torch.where(
+            prep.singular, torch.nan, standard_error(earlier) * math.sqrt(count) / size)
         if rtol is None and spread is None:
             break
         met = ((RTOL_Z * rel <= rtol) | prep.singular if rtol is not None
@@ -458,7 +495,7 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
         if grad_rel is not None:
             prep.info["grad_met"] = grad_met
         prep.info["met"] = bool(met.all()) and grad_met
-        if prep.info["met"] or count >= max_probes:
+        if prep.info["met"] or count >= max_probes or not prep.stream.remaining:
             if rtol is not None:
                 report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=count,
                                 max_probes=max_probes, method=method,
@@ -476,9 +513,9 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_probes: int,
             ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
         need = (1.1 * count * torch.cat([x.cpu().double() for x in ratios])).nan_to_num(
             2.0 * count, posinf=2.0 * count).max().item()
-        new = min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count)
-        X = sample_probes(B, k, new, probes, basis=basis, generator=generator,
-                          dtype=prep.X.dtype, device=prep.X.device)
+        new = int(min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count,
+                      prep.stream.remaining))
+        X = prep.stream.draw(new)
         prep.X = torch.cat([prep.X, X], -1)
     prep.info["rounds"] = len(rounds)
     prep.info["round_sizes"] = [f.values.shape[-1] - (r if i == 0 else 0)
@@ -516,7 +553,7 @@ def _estimate(G: Generator, z: Tensor, fn: SpectralFunction, prep: _Prepared,
     reported by the same policy (:func:`~.diagnostics.report_nonfinite`) and excluded.
     """
     value = (forms.values * prep.weights).sum(-1)
-    std_error = standard_error(forms.values[:, prep.num_deflated:])
+    std_error = _probe_std_error(forms.values[:, prep.num_deflated:], prep.stream)
     singular = prep.singular
     value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
     singular = singular | report_nonfinite(value, singular, fn, on_singular, method)
@@ -545,7 +582,7 @@ def stochastic_spectral_sum(
     rtol: float | None = None,
     grad_rtol: float | None = None,
     max_probes: int | None = None,
-    probes: str = "rademacher",
+    probes: str = DEFAULT_PROBES,
     generator: torch.Generator | None = None,
     deflate: int | None = 0,
     jitter: float = 0.0,
@@ -566,7 +603,8 @@ def stochastic_spectral_sum(
         fn: the spectral function.
         method: ``"lanczos"`` (stochastic Lanczos quadrature) or ``"chebyshev"``
             (Chebyshev–Hutchinson).
-        num_probes: random probes per sample (``p``).
+        num_probes: random probes per sample (``p``); for the kinds drawn without
+            replacement at most their population ``K`` (then the estimate is exact).
         num_matvecs: per vector: maximum Lanczos steps (``"lanczos"``, default 64), or the
             polynomial degree and CG budget (``"chebyshev"``; default: adaptive, ``k``).
         tol: ``None`` (default): the adaptive stopping rule (module docstring), each
@@ -580,8 +618,9 @@ def stochastic_spectral_sum(
             gradients and an ``nn.Module`` ``G``; one extra JVP and backward per probe.
         max_probes: probe budget with ``rtol`` or ``grad_rtol`` (default 1024; then
             :class:`~.diagnostics.AccuracyNotMetWarning`).
-        probes: ``"rademacher"``, ``"gaussian"`` or ``"orthogonal"`` (exact for
-            ``num_probes = k − deflate``).
+        probes: ``"hadamard"`` (default: Rademacher probes drawn without replacement from
+            ``K = 2^⌈log₂ k⌉``, exact with all ``K``), ``"rademacher"``, ``"gaussian"``
+            or ``"orthogonal"`` (exact with ``k − deflate``); :mod:`~..linalg.probes`.
         generator: ``torch.Generator`` on ``z``'s device, for repeatable probes.
         deflate: Ritz vectors of a Lanczos sketch treated exactly (default 0: fewer
             products on the benchmark DCGAN, but slower, the sketch being sequential).
@@ -608,9 +647,10 @@ def stochastic_spectral_sum(
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
                     on_singular, check_coupling)
     spread = None if grad_rtol is None else GradientSpread(
-        _gradient_params(G), lambda U, X: _surrogate(G, z, U, X, U.new_ones(U.shape[-1])))
-    forms = _rounds(prep, fn, method, num_probes, num_matvecs, tol, rtol, spread, grad_rtol,
-                    max_probes, probes, generator, symmetric, on_nonconvergence, on_singular)
+        _gradient_params(G), lambda U, X: _surrogate(G, z, U, X, U.new_ones(U.shape[-1])),
+        population=prep.stream.population)
+    forms = _rounds(prep, fn, method, num_matvecs, tol, rtol, spread, grad_rtol, max_probes,
+                    symmetric, on_nonconvergence, on_singular)
     value, std_error = _estimate(G, z, fn, prep, forms, symmetric, on_singular, method)
     return SpectralEstimate(value, std_error, prep.info) if return_info else value
 
