@@ -154,8 +154,9 @@ def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
     return _lanczos(prob, seed, grad, ("met", "rel_std_error"), num_probes=p, **options)
 
 
-def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool) -> Out:
-    return _lanczos(prob, seed, grad, ("num_probes", "met", "rel_std_error"), rtol=rtol)
+def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool, **options) -> Out:
+    return _lanczos(prob, seed, grad, ("num_probes", "met", "rel_std_error"), rtol=rtol,
+                    **options)
 
 
 def achieved_rel_error(out: Out, prob: Problem) -> torch.Tensor:

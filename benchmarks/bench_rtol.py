@@ -38,9 +38,11 @@ import torch
 
 from bench_peers import DTYPES, achieved_rel_error, make_problem, run_exact, run_ours_rtol
 from bench_stochastic import timed
+from spectral_backprop.linalg.probes import PROBE_KINDS
 from spectral_backprop.models.zoo import ZOO_FAMILIES
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.diagnostics import AccuracyNotMetWarning
+from spectral_backprop.spectral.stochastic import DEFAULT_PROBES
 
 
 def bench_family(family: str, args) -> dict:
@@ -49,7 +51,8 @@ def bench_family(family: str, args) -> dict:
         prob = make_problem(family, args.k, DTYPES[args.dtype], args.batch, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AccuracyNotMetWarning)  # met says it
-            seconds, ours = timed(partial(run_ours_rtol, prob, args.rtol, seed, False))
+            seconds, ours = timed(partial(run_ours_rtol, prob, args.rtol, seed, False,
+                                          probes=args.probes))
         exact_seconds, _ = timed(partial(run_exact, prob, 0, seed, False))
         rel = achieved_rel_error(ours, prob).tolist()
         within += [e <= args.rtol for e in rel]
@@ -68,8 +71,9 @@ def bench_family(family: str, args) -> dict:
 
 
 def markdown(rows: list[dict], args) -> str:
-    lines = [f"`rtol={args.rtol}` at k = {args.k}, {args.dtype}, {args.seeds} seeds × batch "
-             f"{args.batch}, torch threads {torch.get_num_threads()}; medians over seeds.", "",
+    lines = [f"`rtol={args.rtol}` at k = {args.k}, {args.dtype}, `probes=\"{args.probes}\"`, "
+             f"{args.seeds} seeds × batch {args.batch}, torch threads "
+             f"{torch.get_num_threads()}; medians over seeds.", "",
              "| family | within rtol (samples) | met before max_probes | probes | products "
              "per sample | seconds | exact seconds | time vs exact |",
              "|---|---|---|---|---|---|---|---|"]
@@ -138,6 +142,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float64")
     p.add_argument("--families", nargs="*", default=list(ZOO_FAMILIES))
+    p.add_argument("--probes", choices=PROBE_KINDS, default=DEFAULT_PROBES,
+                   help="probe kind of the rtol runs (default: the library's)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--auto", action="store_true", help="auto against exact and lanczos")
     p.add_argument("--ks", type=int, nargs="*", default=[64, 256, 1024])

@@ -43,7 +43,7 @@ from torch import Tensor
 from .memory import check_allocation
 
 __all__ = ["PROBE_KINDS", "ProbeStream", "finite_population_factor", "probe_population",
-           "project_out", "sample_probes"]
+           "probes_to_match", "project_out", "sample_probes"]
 
 PROBE_KINDS = ("hadamard", "rademacher", "gaussian", "orthogonal")
 
@@ -72,6 +72,13 @@ def finite_population_factor(drawn: int, population: int | None) -> float:
     ``K`` is ``(1 − p/K)`` times the i.i.d. formula ``s²/p`` (module docstring); 1 for
     i.i.d. probes."""
     return 1.0 if population is None else max(0.0, 1.0 - drawn / population)
+
+
+def probes_to_match(iid: float, population: int | None) -> float:
+    """Probes drawn without replacement from ``K`` whose standard error matches ``iid``
+    i.i.d. probes of the same marginal: ``s²(1 − p/K)/p = s²/p_iid`` gives
+    ``p = 1/(1/p_iid + 1/K)`` (never more than ``K``); ``iid`` for i.i.d. kinds."""
+    return iid if population is None else 1.0 / (1.0 / iid + 1.0 / population)
 
 
 def _hadamard_columns(signs: Tensor, columns: Tensor, order: int) -> Tensor:

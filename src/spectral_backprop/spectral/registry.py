@@ -48,7 +48,7 @@ from ..linalg.jacobian import (
     metric_matvec,
     work_dtype,
 )
-from ..linalg.probes import probe_population
+from ..linalg.probes import probe_population, probes_to_match
 from .diagnostics import warn
 from .estimate import SpectralEstimate
 from .exact import exact_spectral_sum
@@ -214,12 +214,6 @@ def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
     return AutoCosts(column, product, dense)
 
 
-def _probes_for(iid: float, population: int | None) -> float:
-    """Probes drawn without replacement from ``K`` that match ``iid`` i.i.d. ones:
-    ``s²(1 − p/K)/p = s²/p_iid`` gives ``p = 1/(1/p_iid + 1/K)``."""
-    return iid if population is None else 1.0 / (1.0 / iid + 1.0 / population)
-
-
 def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
                 **options) -> tuple[str, AutoCosts | None]:
     r"""The path ``method="auto"`` takes for ``(G, z)``: ``("exact" | "lanczos", costs)``.
@@ -263,7 +257,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     rtol = options.get("rtol")
     if rtol is not None:
         spread = seen.get("spread", math.sqrt(2.0 / k) * AUTO_SPREAD_PRIOR)
-        probes = max(p0, math.ceil(_probes_for((RTOL_Z * spread / rtol) ** 2, population)))
+        probes = max(p0, math.ceil(probes_to_match((RTOL_Z * spread / rtol) ** 2, population)))
         cap = options.get("max_probes") or max(DEFAULT_MAX_PROBES, p0)
         if probes > cap:
             costs.probes, costs.steps = probes, steps

@@ -104,7 +104,7 @@ from ..linalg.jacobian import (
     metric_matvec,
     work_dtype,
 )
-from ..linalg.probes import PROBE_KINDS, ProbeStream, finite_population_factor
+from ..linalg.probes import PROBE_KINDS, ProbeStream, finite_population_factor, probes_to_match
 from ..stats import standard_error
 from .chebyshev_hutchinson import MAX_USER_DEGREE, chebyshev_forms
 from .deflation import sketch_spectrum
@@ -505,14 +505,17 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
                                          max_probes=max_probes, method=method,
                                          on_nonconvergence=on_nonconvergence)
             break
-        # Size the next round from the spread so far: n (z se / (rtol |S|))², with 10% to
-        # spare, at least half again the probes so far (each round is a sequential run);
-        # likewise n (r / grad_rtol)² for the gradient.
+        # Size the next round from the spread so far: n (z se / (rtol |S|))² i.i.d. probes,
+        # with 10% to spare (the standard errors less their finite-population factor f,
+        # then as many probes drawn without replacement), at least half again the probes
+        # so far (each round is a sequential run); likewise n (r / grad_rtol)².
         ratios = [(RTOL_Z * rel[~met] / rtol) ** 2] if rtol is not None and (~met).any() else []
         if not grad_met:
             ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
-        need = (1.1 * count * torch.cat([x.cpu().double() for x in ratios])).nan_to_num(
+        f = finite_population_factor(count, prep.stream.population)
+        need = (1.1 * count / f * torch.cat([x.cpu().double() for x in ratios])).nan_to_num(
             2.0 * count, posinf=2.0 * count).max().item()
+        need = probes_to_match(need, prep.stream.population)
         new = int(min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count,
                       prep.stream.remaining))
         X = prep.stream.draw(new)
