@@ -17,10 +17,15 @@ the faster). Each is timed as the median of three calls on the same generator an
 shape, after a first that warms torch up and lets auto measure its unit costs (its
 first-call overhead is reported beside it).
 
+``--predict``: no timing; the probes ``rtol`` needs with each probe kind, from the dense
+metric of each seed's samples (:func:`predict_family`).
+
 Usage::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_rtol.py --k 256 --seeds 10 \\
         --out docs/bench_rtol.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rtol.py --predict --seeds 3 \\
+        --out docs/bench_rtol_predict.md
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_rtol.py --auto --rtol 0.1 \\
         --dtype float32 --ks 64 256 1024 --seeds 1 --out docs/bench_auto.md
 """
@@ -38,11 +43,13 @@ import torch
 
 from bench_peers import DTYPES, achieved_rel_error, make_problem, run_exact, run_ours_rtol
 from bench_stochastic import timed
-from spectral_backprop.linalg.probes import PROBE_KINDS
+from bench_variance import rademacher_variance
+from spectral_backprop.linalg.jacobian import jacobian
+from spectral_backprop.linalg.probes import PROBE_KINDS, probe_population, probes_to_match
 from spectral_backprop.models.zoo import ZOO_FAMILIES
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.diagnostics import AccuracyNotMetWarning
-from spectral_backprop.spectral.stochastic import DEFAULT_PROBES
+from spectral_backprop.spectral.stochastic import DEFAULT_PROBES, RTOL_Z
 
 
 def bench_family(family: str, args) -> dict:
@@ -81,6 +88,42 @@ def markdown(rows: list[dict], args) -> str:
         lines.append(f"| {r['family']} | {r['within']:.0%} ({r['samples']}) | {r['met']:.0%} | "
                      f"{r['probes']:.0f} | {r['products']:.0f} | {r['seconds']:.2f} | "
                      f"{r['exact_seconds']:.2f} | {r['seconds'] / r['exact_seconds']:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def predict_family(family: str, args) -> dict:
+    """Probes ``rtol`` needs per sample, predicted from the dense metric: i.i.d.
+    Rademacher ``p_iid = (z σ/(rtol |S|))²`` with ``σ² = 2Σ_{i≠j}A_ij²``, ``A = log M``;
+    Hadamard ``1/(1/p_iid + 1/K)``; orthogonal likewise with its own σ²,
+    ``2k/(k+2)(‖A‖_F² − tr(A)²/k)`` (:mod:`spectral_backprop.linalg.probes`)."""
+    rows = []
+    for seed in range(args.seeds):
+        prob = make_problem(family, args.k, torch.float64, args.batch, seed, truth=False)
+        J = torch.stack([jacobian(prob.G, prob.z[b:b + 1])[0] for b in range(args.batch)])
+        lam, U = torch.linalg.eigh(J.mT @ J)
+        A = U @ torch.diag_embed(lam.log()) @ U.mT
+        S, k = lam.log().sum(-1), args.k
+        rad = rademacher_variance(A)
+        orth = 2 * k / (k + 2) * (A.pow(2).sum((-2, -1)) - S**2 / k)
+        iid, iid_orth = ((RTOL_Z * var.sqrt() / (args.rtol * S.abs())) ** 2 for var in (rad, orth))
+        for b in range(args.batch):
+            rows.append((S[b], rad[b].sqrt(), orth[b].sqrt(), iid[b],
+                         probes_to_match(float(iid[b]), probe_population("hadamard", k)),
+                         probes_to_match(float(iid_orth[b]), k)))
+    cols = list(zip(*[[float(x) for x in r] for r in rows], strict=True))
+    span = lambda c: f"{min(c):.3g} to {max(c):.3g}"  # noqa: E731
+    return {"family": family, **dict(zip(("logdet", "sd_rad", "sd_orth", "p_iid", "p_hadamard",
+                                          "p_orth"), map(span, cols), strict=True))}
+
+
+def predict_markdown(rows: list[dict], args) -> str:
+    lines = [f"Probes per sample that `rtol={args.rtol}` needs, predicted from the dense "
+             f"metric (k = {args.k}, {args.seeds} seeds × batch {args.batch}, float64; "
+             "ranges over samples).", "",
+             "| family | log det | σ per probe, Rademacher | σ, orthogonal | i.i.d. Rademacher "
+             "| Hadamard | orthogonal |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['family']} | {r['logdet']} | {r['sd_rad']} | {r['sd_orth']} | "
+              f"{r['p_iid']} | {r['p_hadamard']} | {r['p_orth']} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -147,8 +190,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--auto", action="store_true", help="auto against exact and lanczos")
     p.add_argument("--ks", type=int, nargs="*", default=[64, 256, 1024])
+    p.add_argument("--predict", action="store_true",
+                   help="the probes each kind needs, from the dense metric (no timing)")
     args = p.parse_args(argv)
-    if args.auto:
+    if args.predict:
+        text = predict_markdown([predict_family(f, args) for f in args.families], args)
+    elif args.auto:
         text = auto_markdown([bench_auto(f, k, args) for k in args.ks
                               for f in args.families], args)
     else:
