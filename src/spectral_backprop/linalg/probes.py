@@ -124,7 +124,7 @@ class ProbeStream:
         self.generator, self.dtype, self.device = generator, dtype, device
         self.population = probe_population(kind, k, 0 if basis is None else basis.shape[-1])
         self.drawn = 0
-        self._pool: Tensor | None = None  # the Haar basis, or (signs, column order)
+        self._pool: Tensor | tuple[Tensor, Tensor] | None = None  # Haar basis; (D, order)
 
     @property
     def remaining(self) -> int | float:
