@@ -6,7 +6,9 @@ gradient of its batch sum with respect to all parameters (the GRADIENT). Truth: 
 mode (dense Jacobian, eigendecomposition) in float64 on the same map (the float32 zoo model
 converted). Estimators:
 
-* ``ours``: ``method="lanczos"`` at its default stopping rule, ``num_probes`` varied;
+* ``ours``: ``method="lanczos"`` at its default stopping rule and probes (Hadamard: at
+  most ``K = 2^⌈log₂ k⌉``, then exact; the table says when fewer were used than asked),
+  ``num_probes`` varied;
 * ``ours_rtol``: ``method="lanczos", rtol=r`` (adaptive probes), run only if
   ``spectral_sum`` accepts ``rtol`` (the header says which);
 * ``gpytorch``: GPyTorch's ``linear_operator`` stochastic log det (mBCG + Lanczos
@@ -77,10 +79,11 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from bench_exact import peak_rss, reset_peak_rss
 from bench_stochastic import cosine, flat_grad, run_hutchinson_cg
-from spectral_backprop.linalg import flat_output, metric_matvec
+from spectral_backprop.linalg import flat_output, metric_matvec, probe_population
 from spectral_backprop.models.zoo import ZOO_FAMILIES, zoo_generator
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.registry import accepts_option
+from spectral_backprop.spectral.stochastic import DEFAULT_PROBES
 
 VALUE_PEERS = ("gpytorch", "matfree")
 PILOTED = ("ours", "gpytorch", "hutchinson_cg")  # a one-probe pilot sets their probes
@@ -151,7 +154,8 @@ def _lanczos(prob: Problem, seed: int, grad: bool, keys: tuple[str, ...], **opti
 
 
 def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
-    return _lanczos(prob, seed, grad, ("met", "rel_std_error"), num_probes=p, **options)
+    return _lanczos(prob, seed, grad, ("met", "rel_std_error", "num_probes"), num_probes=p,
+                    **options)
 
 
 def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool, **options) -> Out:
@@ -543,6 +547,13 @@ def summary_lines(result) -> list[str]:
     return lines + [""]
 
 
+def _probes_used(row: dict, k: int) -> int:
+    """Ours' probes per sample: fewer than asked once Hadamard probes reach their
+    population ``K`` (exact). From the run's report, else (older runs) from ``K``."""
+    used = [e["num_probes"] for e in row.get("extra", []) if "num_probes" in e]
+    return max(used) if used else min(row["level"], probe_population(DEFAULT_PROBES, k))
+
+
 def markdown(result) -> str:
     lines = [f"# bench_peers: {result['header']}", ""]
     lines += summary_lines(result)
@@ -562,6 +573,8 @@ def markdown(result) -> str:
             s = slopes[key]
             level = {"ours_rtol": f"rtol={row['level']}", "exact": "-"}.get(
                 row["method"], f"p={row['level']}")
+            if row["method"] == "ours" and _probes_used(row, case["k"]) < row["level"]:
+                level += f" ({_probes_used(row, case['k'])} used: all of K)"
             within = (f"; ≤ rtol in {row['within_rtol']:.0%}" if "within_rtol" in row
                       else "")
             lines.append(f"| {case['family']} | {case['dtype']} | {row['mode']} | "
