@@ -184,11 +184,12 @@ def test_a_probe_stream_draws_without_replacement_and_ends_exact(kind, k):
                                            .expand(3, k, k))
 
 
-def test_hadamard_probes_are_each_rademacher():
-    # D h_j with D random signs: every entry ±1 with probability ½ and entries of one
-    # probe independent, so the mean of ε_a ε_b over many draws vanishes for a ≠ b. Over
-    # N = 3000 independent draws of 3 probes (one D each) its standard error is at most
-    # 1/√N; allowed: 4.5 of them.
+def test_hadamard_probes_are_each_rademacher_smoke():
+    # A smoke test of D: D h_j with D random signs has independent ±1 entries whatever
+    # the ±1 column h_j, so this cannot catch a wrong Hadamard column (the stream test
+    # above guards those: ±1, distinct, summing to K·I). The mean of ε_a ε_b over many
+    # draws vanishes for a ≠ b: over N = 3000 independent draws of 3 probes (one D each)
+    # its standard error is at most 1/√N; allowed: 4.5 of them.
     g = torch.Generator().manual_seed(0)
     eps = torch.cat([sample_probes(1, 12, 3, "hadamard", generator=g, dtype=torch.float64)
                      for _ in range(3000)], -1)[0]  # [12, 9000]

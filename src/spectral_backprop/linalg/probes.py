@@ -81,20 +81,24 @@ def probes_to_match(iid: float, population: int | None) -> float:
     return iid if population is None else 1.0 / (1.0 / iid + 1.0 / population)
 
 
-def _hadamard_columns(signs: Tensor, columns: Tensor, order: int) -> Tensor:
-    """``D h_c`` for columns ``c[B, num]`` of the Sylvester–Hadamard matrix of ``order``
-    (a power of 2): ``[B, k, num]``.
+def _hadamard_columns(signs: Tensor, columns: Tensor, size: int) -> Tensor:
+    """``D h_c`` for columns ``c[B, num]`` of the Sylvester–Hadamard matrix of order
+    ``size`` (a power of 2), its first ``k`` rows: ``[B, k, num]``.
 
     Entry ``(i, c)`` of the Sylvester matrix is ``(−1)^{popcount(i & c)}``.
     """
     k = signs.shape[-1]
     rows = torch.arange(k, dtype=torch.int32, device=columns.device)
     bits = rows[None, :, None] & columns.to(torch.int32)[:, None, :]
-    shift = 1 << max(0, ((order - 1).bit_length() - 1).bit_length())
+    width = (size - 1).bit_length()  # the indices have this many bits
+    shift = 1 << max(0, (width - 1).bit_length() - 1)  # halves that cover them
     while shift:  # fold the bits onto bit 0 in place: its parity is the popcount's
         bits ^= bits >> shift
         shift >>= 1
-    return signs[..., None] * (1 - 2 * (bits & 1)).to(signs.dtype)
+    bits &= 1
+    bits *= -2
+    bits += 1  # ±1, in place
+    return bits.to(signs.dtype).mul_(signs[..., None])
 
 
 class ProbeStream:
@@ -124,7 +128,9 @@ class ProbeStream:
         self.generator, self.dtype, self.device = generator, dtype, device
         self.population = probe_population(kind, k, 0 if basis is None else basis.shape[-1])
         self.drawn = 0
-        self._pool: Tensor | tuple[Tensor, Tensor] | None = None  # Haar basis; (D, order)
+        self._haar: Tensor | None = None  # "orthogonal": the whole scaled basis
+        self._signs: Tensor | None = None  # "hadamard": D[B, k] and the column order
+        self._perm: Tensor | None = None
 
     @property
     def remaining(self) -> int | float:
@@ -139,23 +145,24 @@ class ProbeStream:
             raise ValueError(f"{num} more {self.kind} probes asked for, {self.remaining} "
                              f"left of {self.population} (drawn without replacement)")
         B, k, kind = self.batch, self.k, self.kind
-        check_allocation(B * k * num, self.dtype, self.device, copies=2,
+        # The probes, and for "hadamard" two int32 arrays of the same shape.
+        check_allocation(B * k * num, self.dtype, self.device, copies=3,
                          what=f"probes [B={B}, k={k}, num_probes={num}]",
                          fix="Lower num_probes or the batch.")
         lo, self.drawn = self.drawn, self.drawn + num
         if kind == "orthogonal":
-            if self._pool is None:
-                self._pool = _haar_basis(B, k, self.basis, self.generator, self.dtype,
+            if self._haar is None:
+                self._haar = _haar_basis(B, k, self.basis, self.generator, self.dtype,
                                          self.device)
-            return self._pool[..., lo:lo + num]
+            return self._haar[..., lo:lo + num]
         if kind == "hadamard":
-            if self._pool is None:
-                signs = _rademacher((B, k), self.generator, self.dtype, self.device)
-                order = torch.rand(B, self.population, generator=self.generator,
-                                   device=self.device).argsort(-1)
-                self._pool = (signs, order)
-            signs, order = self._pool
-            return project_out(_hadamard_columns(signs, order[:, lo:lo + num], self.population),
+            if self._signs is None:
+                self._signs = _rademacher((B, k), self.generator, self.dtype, self.device)
+                # A uniform random order of the K columns (float64 keys: ties negligible).
+                self._perm = torch.rand(B, self.population, generator=self.generator,
+                                        dtype=torch.float64, device=self.device).argsort(-1)
+            columns = self._perm[:, lo:lo + num]
+            return project_out(_hadamard_columns(self._signs, columns, self.population),
                                self.basis)
         if kind == "gaussian":
             eps = torch.randn((B, k, num), generator=self.generator, dtype=self.dtype,

@@ -243,36 +243,41 @@ def _warn_or_raise(msg: str, category: type[Warning], on_nonconvergence: str) ->
     warn(msg, category)
 
 
+def _advice(budget: str, target: str) -> str:
+    """Raise the probe budget if it was the limit; once every probe of a population is
+    drawn only the quadrature's error is left, which more probes cannot lower."""
+    more = "Raise max_probes, l" if budget.startswith("max_probes") else "L"
+    return f"{more}oosen {target}, or use method='exact'."
+
+
 def report_accuracy(
     met: Tensor, rel_std_error: Tensor, *, rtol: float, target: float, probes: int,
-    max_probes: int, method: str, on_nonconvergence: str,
+    budget: str, method: str, on_nonconvergence: str,
 ) -> None:
     """Warn (:class:`AccuracyNotMetWarning`) or raise when some samples ``[B]`` did not reach
     a relative error of ``rtol`` at 95% confidence (a relative standard error of
-    ``target``) within ``max_probes`` probes."""
+    ``target``) within the probe ``budget`` (``"max_probes=…"`` or a population)."""
     if bool(met.all()):
         return
     bad = (~met).nonzero().flatten().tolist()
     worst = rel_std_error[~met].max().item()
     msg = (
-        f"method={method!r} did not reach rtol={rtol:g} within max_probes={max_probes} for "
+        f"method={method!r} did not reach rtol={rtol:g} within {budget} for "
         f"samples {bad} (relative standard error {worst:.3g} after {probes} probes, "
-        f"{target:.3g} needed). Raise "
-        "max_probes, loosen rtol, or use method='exact'."
+        f"{target:.3g} needed). {_advice(budget, 'rtol')}"
     )
     _warn_or_raise(msg, AccuracyNotMetWarning, on_nonconvergence)
 
 
 def report_gradient_accuracy(
-    rel_std_error: float, *, grad_rtol: float, probes: int, max_probes: int, method: str,
+    rel_std_error: float, *, grad_rtol: float, probes: int, budget: str, method: str,
     on_nonconvergence: str,
 ) -> None:
     """Warn (:class:`AccuracyNotMetWarning`) or raise when the parameter gradient's
-    relative standard error is still above ``grad_rtol`` after ``max_probes`` probes."""
+    relative standard error is still above ``grad_rtol`` within the probe ``budget``."""
     msg = (
         f"method={method!r} did not reach grad_rtol={grad_rtol:g} within "
-        f"max_probes={max_probes} (the gradient's relative standard error is "
-        f"{rel_std_error:.3g} after {probes} probes). Raise max_probes, loosen grad_rtol, "
-        "or use method='exact'."
+        f"{budget} (the gradient's relative standard error is "
+        f"{rel_std_error:.3g} after {probes} probes). {_advice(budget, 'grad_rtol')}"
     )
     _warn_or_raise(msg, AccuracyNotMetWarning, on_nonconvergence)

@@ -7,7 +7,10 @@ of ``p`` independent draws ``q_j`` with sample standard deviation ``s``,
 
 .. math::  \hat S = \frac1p \sum_j q_j, \qquad \operatorname{se}(\hat S) = s / \sqrt p
 
-(:func:`spectral_backprop.stats.standard_error`); an exact value has standard error 0.
+(:func:`spectral_backprop.stats.standard_error`); for probes drawn without replacement
+from a population of ``K`` it is multiplied by ``(1 − p/K)^{1/2}``
+(:mod:`~spectral_backprop.linalg.probes`), and a stochastic estimate's is never below
+its estimated quadrature error. An exact value has standard error 0.
 
 Example:
     >>> import torch
@@ -36,12 +39,12 @@ class SpectralEstimate:
         std_error: standard error of ``value``, same shape: zeros for an exact value,
             ``nan`` from a single draw (one probe, one sample); for probes drawn
             without replacement (``"hadamard"``, ``"orthogonal"``) with the
-            finite-population factor ``(1 − p/K)^{1/2}``, 0 when all ``K`` were drawn.
-            It is the probes' statistical error: the quadrature's is bounded by the
-            stopping rule, not included.
+            finite-population factor ``(1 − p/K)^{1/2}``; with the adaptive stopping rule
+            never below ``info["quadrature_error"]``, the kernels' estimate of the
+            quadrature's error of the value (all that is left once all ``K`` are drawn).
         info: diagnostics, at least ``method``. The stochastic methods add
             ``num_probes`` (all rounds), ``probe_kind``, ``rel_probe_spread`` (the
-            per-probe spread ``s/|value|``), ``matvecs`` (products with ``M``
+            per-probe spread ``s/|value|``), ``quadrature_error``, ``matvecs`` (products with ``M``
             per sample, sketch included), ``iterations``/``residual``/``converged`` per vector
             ``[B, c]`` (deflation vectors first), ``deflated`` Ritz values,
             ``interval`` and ``degree`` (Chebyshev) and ``singular`` samples; the exact

@@ -10,9 +10,11 @@ For i.i.d. probes the ``g_j`` are independent and identically distributed, so
 estimate below is multiplied by ``1 − p/K`` (:mod:`~..linalg.probes`).
 Measuring it per probe would take one backward pass per probe; instead the probes are
 dealt round-robin into ``G`` groups and each group's mean ``m_l`` costs one backward
-pass through its probes' JVPs. The group means are independent with mean ``E ĝ``, and
-the batch-means estimator (Schmeiser 1982, *Operations Research* 30(3); Flegal & Jones
-2010, *Ann. Statist.* 38(2))
+pass through its probes' JVPs. The group means have mean ``E ĝ`` and are independent
+for i.i.d. probes (without replacement, their common covariance ``−S²/K`` cancels in
+the spread below, which is why one factor corrects it); the batch-means estimator
+(Schmeiser 1982, *Operations Research* 30(3); Flegal & Jones 2010, *Ann. Statist.*
+38(2))
 
 .. math::
     \|\mathrm{se}\|^2 = \sum_i \mathrm{Var}(\hat g_i)

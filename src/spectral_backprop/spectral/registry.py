@@ -214,6 +214,15 @@ def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
     return AutoCosts(column, product, dense)
 
 
+def _first_probes(options: dict, k: int) -> tuple[int, int | None]:
+    """The first round's probes per sample ``p₀`` (``num_probes``, at most the population
+    ``K`` of probes drawn without replacement) and ``K`` (``None`` for i.i.d. probes)."""
+    deflate = options.get("deflate") or 0
+    population = probe_population(options.get("probes", DEFAULT_PROBES), k,
+                                  deflate if isinstance(deflate, int) else 0)
+    return min(options.get("num_probes", DEFAULT_NUM_PROBES), population or math.inf), population
+
+
 def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
                 **options) -> tuple[str, AutoCosts | None]:
     r"""The path ``method="auto"`` takes for ``(G, z)``: ``("exact" | "lanczos", costs)``.
@@ -244,8 +253,7 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     k = z.shape[1]
     if k < AUTO_CROSSOVER:
         return "exact", None
-    population = probe_population(options.get("probes", DEFAULT_PROBES), k)
-    p0 = min(options.get("num_probes", DEFAULT_NUM_PROBES), population or math.inf)
+    p0, population = _first_probes(options, k)
     key = _key(z, p0)
     units = _cache(_UNIT_COSTS, G)
     if key not in units:
@@ -313,7 +321,7 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     want_info = options.pop("return_info", False)
     est = lanczos_spectral_sum(G, z, fn, return_info=True, **options)
     if costs is not None:
-        _remember(G, z, options.get("num_probes", DEFAULT_NUM_PROBES), est.info)
+        _remember(G, z, _first_probes(options, k)[0], est.info)
     est.info["auto"] = costs
     return est if want_info else est.value
 

@@ -19,7 +19,9 @@ number of Lanczos/CG steps or the polynomial degree. The value returned is
 The estimator reads in three steps: :func:`_prepare` (products with ``M``, the optional
 spectrum sketch, probes and their weights), :func:`_kernel` (the quadratic forms and
 gradient vectors, without a graph) and :func:`_estimate` (the weighted value, its
-standard error ``s/√p`` over the probes, and the surrogate).
+standard error ``s/√p`` over the probes — times ``(1 − p/K)^{1/2}`` for probes drawn
+without replacement, and never below the kernels' estimated quadrature error — and the
+surrogate).
 
 **The probes** (``probes="hadamard"``, the default) are Rademacher vectors drawn without
 replacement from ``K = 2^⌈log₂ k⌉`` (a randomly signed, column-permuted Hadamard
@@ -62,10 +64,12 @@ Probes are added in rounds, every earlier probe kept (values and gradient vector
 until every sample's standard error is at most ``rtol·|S|/z`` (``z = RTOL_Z = 1.96``,
 the normal 97.5% quantile: the mean of many probes is close to normal, so the error is
 within ``rtol·|S|`` in about 95% of draws) or ``max_probes`` probes were used; each
-round is sized from the spread measured so far, ``p ← 1.1 p (z·se/(rtol |S|))²`` (at
-least half again). The gradient
-surrogate uses every probe. ``info`` reports ``rel_std_error``, ``probes``, ``matvecs``,
-``rounds`` and ``met``; a budget that ran out warns with
+round is sized from the spread measured so far: ``p_iid = 1.1 p (z·se/(rtol |S|))²/f``
+i.i.d. probes (``f = 1 − p/K`` undoes the finite-population factor), then the
+``1/(1/p_iid + 1/K)`` drawn without replacement that match them (at least half again;
+at most ``K``, which ends the rounds). The gradient surrogate uses every probe.
+``info`` reports ``rel_std_error``, ``rel_probe_spread``, ``quadrature_error``,
+``probes``, ``matvecs``, ``rounds`` and ``met``; a budget that ran out warns with
 :class:`~.diagnostics.AccuracyNotMetWarning`. ``grad_rtol`` does the same for the
 relative standard error of the parameter gradient, measured from groups of probes
 (:mod:`.gradient_spread`).
@@ -440,10 +444,66 @@ def _probe_std_error(values: Tensor, stream: ProbeStream) -> Tensor:
     return standard_error(values) * math.sqrt(factor)
 
 
+QuadratureSums = tuple[Tensor, Tensor] | None
+
+
+def _add_quadrature_errors(sums: QuadratureSums, forms: QuadraticForms, start: int
+                           ) -> QuadratureSums:
+    """Running sums of the kernels' estimated absolute errors ``|ê_j|`` of the forms:
+    ``[B]`` over the ``start`` deflated columns (weight 1) and ``[B]`` over the probes;
+    ``None`` when a kernel gave no estimate (a fixed ``tol``)."""
+    error = forms.extra.get("error")
+    if sums is None or error is None:
+        return None
+    error = error.abs()
+    return sums[0] + error[:, :start].sum(-1), sums[1] + error[:, start:].sum(-1)
+
+
+def _value_std_error(probe_values: Tensor, stream: ProbeStream, sums: QuadratureSums
+                     ) -> Tensor:
+    """The value's standard error: the probes' (:func:`_probe_std_error`), never below the
+    estimated quadrature error of the weighted sum, ``Σ_deflated |ê| + mean_probes |ê|``
+    — all that is left of the error once every probe of a population is drawn."""
+    se = _probe_std_error(probe_values, stream)
+    if sums is None:
+        return se
+    return torch.maximum(se, sums[0] + sums[1] / probe_values.shape[-1])
+
+
+def _next_round_size(count: int, rel: Tensor, met: Tensor, rtol: float | None,
+                     grad_rel: float | None, grad_met: bool, grad_rtol: float | None,
+                     stream: ProbeStream, max_probes: int) -> int:
+    """Probes of the next round, from the spread so far: ``n (z se / (rtol |S|))²`` i.i.d.
+    probes with 10% to spare (the standard errors less their finite-population factor
+    ``f``), then as many drawn without replacement (:func:`probes_to_match`); likewise
+    ``n (r / grad_rtol)²``. At least half again the probes so far (each round is a
+    sequential run), twice them where the spread is not measured yet; within
+    ``max_probes`` and what the stream has left."""
+    ratios = [(RTOL_Z * rel[~met] / rtol) ** 2] if rtol is not None and (~met).any() else []
+    if not grad_met:
+        ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
+    f = finite_population_factor(count, stream.population)
+    iid = 1.1 * count / f * torch.cat([x.cpu().double() for x in ratios])
+    need = torch.where(torch.isfinite(iid), probes_to_match(iid, stream.population),
+                       2.0 * count).max().item()
+    return int(min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count,
+                   stream.remaining))
+
+
+def _gradient_spread(G: torch.nn.Module, z: Tensor, stream: ProbeStream) -> GradientSpread:
+    """The spread of the probes' parameter gradients, for ``grad_rtol``: each group's
+    surrogate sums its probes' terms unweighted."""
+    return GradientSpread(_gradient_params(G),
+                          lambda U, X: _surrogate(G, z, U, X, U.new_ones(U.shape[-1])),
+                          population=stream.population)
+
+
 def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: QuadraticForms,
-                   start: int, symmetric: bool) -> float | None:
+                   start: int, symmetric: bool, vector_tol: float) -> float | None:
     """Feed this round's probes to the gradient's spread; its relative standard error
-    (``None`` without ``grad_rtol``). Singular samples are left out, as in the estimate."""
+    (``None`` without ``grad_rtol``), never below the gradient vectors' relative tolerance
+    (all that is left once every probe of a population is drawn). Singular samples are
+    left out, as in the estimate."""
     if spread is None or forms.vectors is None:
         return None
     U = forms.vectors[..., start:]
@@ -452,7 +512,7 @@ def _add_gradients(spread: GradientSpread | None, prep: _Prepared, forms: Quadra
     U = torch.where(keep[:, None, None], U, 0)
     X = None if symmetric else prep.X[..., -U.shape[-1]:]
     spread.add(U, X)
-    rel = spread.relative_error()
+    rel = max(spread.relative_error(), vector_tol)
     prep.info["grad_rel_std_error"] = rel
     return rel
 
@@ -463,24 +523,28 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
             on_nonconvergence: str, on_singular: str) -> QuadraticForms:
     """Run the kernel on the first probes, then (with ``rtol`` or ``grad_rtol``) on new
     rounds of probes until the standard errors are met, ``max_probes`` is spent or the
-    probe stream is exhausted (the estimate is then exact); every round is kept."""
+    probe stream is exhausted (the estimate is then exact up to the quadrature); every
+    round is kept."""
     B = prep.X.shape[0]
     r = prep.num_deflated
-    # Every probe's value so far (earlier rounds), and the deflated part of the sum.
+    # Every probe's value so far (earlier rounds), the deflated part of the sum, and the
+    # sums of the kernels' quadrature error estimates.
     earlier, deflated = prep.X.new_zeros(B, 0), prep.X.new_zeros(B)
+    sums: QuadratureSums = (deflated, deflated)
     X, rounds = prep.X, []
     while True:
         start = r if not rounds else 0
-        n = earlier.shape[-1] + X.shape[-1] - start
+        vector_tol = _vector_tol(earlier.shape[-1] + X.shape[-1] - start)
         forms = _kernel(prep, X, fn, method, num_matvecs, tol,
-                        _budget(start, earlier, deflated, rtol), _vector_tol(n),
+                        _budget(start, earlier, deflated, rtol), vector_tol,
                         symmetric, on_nonconvergence, on_singular)
         earlier = torch.cat([earlier, forms.values[:, start:]], -1)
         deflated = deflated + forms.values[:, :start].sum(-1)
+        sums = _add_quadrature_errors(sums, forms, start)
         rounds.append(forms)
         count = earlier.shape[-1]
         size = (deflated + earlier.mean(-1)).abs()
-        rel = _probe_std_error(earlier, prep.stream) / size
+        rel = _value_std_error(earlier, prep.stream, sums) / size
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
         # The per-probe spread, without the finite-population factor (auto's prior).
         prep.info["rel_probe_spread"] = torch.where(
@@ -489,37 +553,29 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
             break
         met = ((RTOL_Z * rel <= rtol) | prep.singular if rtol is not None
                else torch.ones_like(prep.singular))
-        grad_rel = _add_gradients(spread, prep, forms, start, symmetric)
+        grad_rel = _add_gradients(spread, prep, forms, start, symmetric, vector_tol)
         # Every sample singular: no gradient to estimate (the estimate leaves them out).
         grad_met = grad_rel is None or grad_rel <= grad_rtol or bool(prep.singular.all())
         if grad_rel is not None:
             prep.info["grad_met"] = grad_met
         prep.info["met"] = bool(met.all()) and grad_met
         if prep.info["met"] or count >= max_probes or not prep.stream.remaining:
+            budget = (f"max_probes={max_probes}" if prep.stream.remaining else
+                      f"all {count} probes of its population (exact but for the "
+                      "quadrature, whose error is what is left)")
             if rtol is not None:
                 report_accuracy(met, rel, rtol=rtol, target=rtol / RTOL_Z, probes=count,
-                                max_probes=max_probes, method=method,
+                                budget=budget, method=method,
                                 on_nonconvergence=on_nonconvergence)
             if not grad_met:
                 report_gradient_accuracy(grad_rel, grad_rtol=grad_rtol, probes=count,
-                                         max_probes=max_probes, method=method,
+                                         budget=budget, method=method,
                                          on_nonconvergence=on_nonconvergence)
             break
-        # Size the next round from the spread so far: n (z se / (rtol |S|))² i.i.d. probes,
-        # with 10% to spare (the standard errors less their finite-population factor f,
-        # then as many probes drawn without replacement), at least half again the probes
-        # so far (each round is a sequential run); likewise n (r / grad_rtol)².
-        ratios = [(RTOL_Z * rel[~met] / rtol) ** 2] if rtol is not None and (~met).any() else []
-        if not grad_met:
-            ratios.append(torch.tensor([(grad_rel / grad_rtol) ** 2]))
-        f = finite_population_factor(count, prep.stream.population)
-        need = (1.1 * count / f * torch.cat([x.cpu().double() for x in ratios])).nan_to_num(
-            2.0 * count, posinf=2.0 * count).max().item()
-        need = probes_to_match(need, prep.stream.population)
-        new = int(min(max(math.ceil(need) - count, -(-count // 2)), max_probes - count,
-                      prep.stream.remaining))
-        X = prep.stream.draw(new)
+        X = prep.stream.draw(_next_round_size(count, rel, met, rtol, grad_rel, grad_met,
+                                              grad_rtol, prep.stream, max_probes))
         prep.X = torch.cat([prep.X, X], -1)
+    prep.info["quadrature_error"] = None if sums is None else sums[0] + sums[1] / count
     prep.info["rounds"] = len(rounds)
     prep.info["round_sizes"] = [f.values.shape[-1] - (r if i == 0 else 0)
                                 for i, f in enumerate(rounds)]
@@ -557,6 +613,8 @@ def _estimate(G: Generator, z: Tensor, fn: SpectralFunction, prep: _Prepared,
     """
     value = (forms.values * prep.weights).sum(-1)
     std_error = _probe_std_error(forms.values[:, prep.num_deflated:], prep.stream)
+    if prep.info["quadrature_error"] is not None:
+        std_error = torch.maximum(std_error, prep.info["quadrature_error"])
     singular = prep.singular
     value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
     singular = singular | report_nonfinite(value, singular, fn, on_singular, method)
@@ -606,8 +664,7 @@ def stochastic_spectral_sum(
         fn: the spectral function.
         method: ``"lanczos"`` (stochastic Lanczos quadrature) or ``"chebyshev"``
             (Chebyshev–Hutchinson).
-        num_probes: random probes per sample (``p``); for the kinds drawn without
-            replacement at most their population ``K`` (then the estimate is exact).
+        num_probes: probes per sample (``p``; at most ``K`` drawn without replacement).
         num_matvecs: per vector: maximum Lanczos steps (``"lanczos"``, default 64), or the
             polynomial degree and CG budget (``"chebyshev"``; default: adaptive, ``k``).
         tol: ``None`` (default): the adaptive stopping rule (module docstring), each
@@ -621,9 +678,8 @@ def stochastic_spectral_sum(
             gradients and an ``nn.Module`` ``G``; one extra JVP and backward per probe.
         max_probes: probe budget with ``rtol`` or ``grad_rtol`` (default 1024; then
             :class:`~.diagnostics.AccuracyNotMetWarning`).
-        probes: ``"hadamard"`` (default: Rademacher probes drawn without replacement from
-            ``K = 2^⌈log₂ k⌉``, exact with all ``K``), ``"rademacher"``, ``"gaussian"``
-            or ``"orthogonal"`` (exact with ``k − deflate``); :mod:`~..linalg.probes`.
+        probes: ``"hadamard"`` (Rademacher, without replacement from ``K = 2^⌈log₂ k⌉``:
+            exact with all ``K``), ``"rademacher"``, ``"gaussian"``, ``"orthogonal"``.
         generator: ``torch.Generator`` on ``z``'s device, for repeatable probes.
         deflate: Ritz vectors of a Lanczos sketch treated exactly (default 0: fewer
             products on the benchmark DCGAN, but slower, the sketch being sequential).
@@ -649,9 +705,7 @@ def stochastic_spectral_sum(
                                    on_nonconvergence, on_singular, symmetric)
     prep = _prepare(G, z, fn, method, num_probes, probes, generator, deflate or 0, jitter,
                     on_singular, check_coupling)
-    spread = None if grad_rtol is None else GradientSpread(
-        _gradient_params(G), lambda U, X: _surrogate(G, z, U, X, U.new_ones(U.shape[-1])),
-        population=prep.stream.population)
+    spread = None if grad_rtol is None else _gradient_spread(G, z, prep.stream)
     forms = _rounds(prep, fn, method, num_matvecs, tol, rtol, spread, grad_rtol, max_probes,
                     symmetric, on_nonconvergence, on_singular)
     value, std_error = _estimate(G, z, fn, prep, forms, symmetric, on_singular, method)
