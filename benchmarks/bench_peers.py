@@ -48,6 +48,9 @@ returns freed blocks to the kernel and the second call's RSS grows by what it al
 rather than reusing the first call's retained heap unseen. matfree's JIT compilation
 runs before both; memory it freed can be reused unseen, so its figures are lower bounds.
 
+Each run also draws error against products and against seconds per family into a PNG
+beside its tables (``--plot JSON`` redraws it from a saved run).
+
 Usage::
 
     pip install -c <(echo torch==2.13.0) -e ".[bench]"   # linear_operator, jax, matfree
@@ -705,10 +708,54 @@ def main(args) -> dict:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     md = markdown(result)
     out.with_suffix(".md").write_text(md)
+    plot(result, out.with_suffix(".png"))
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')} "
           f"({result['seconds_total']:.0f} s)")
     return result
+
+
+PLOT_STYLE = {"ours": ("C0", "o", "ours (default)"), "ours_rtol": ("C0", "x", "ours, rtol"),
+              "matfree": ("C1", "s", "matfree"), "gpytorch": ("C2", "^", "GPyTorch"),
+              "hutchinson_cg": ("C3", "v", "Hutchinson + CG")}
+
+
+def plot(result: dict, path: Path) -> Path:
+    """Error against metric products and against seconds, one column per family: value
+    (relative RMS error, top rows) and gradient (relative error, bottom rows), log-log;
+    the exact mode's cost as a dotted line (its error is rounding only)."""
+    from matplotlib.ticker import NullFormatter
+
+    from spectral_backprop.pictures import pyplot, save_figure
+
+    plt = pyplot()
+    cases = result["cases"]
+    fig, axes = plt.subplots(4, len(cases), figsize=(3.2 * len(cases), 12), squeeze=False,
+                             constrained_layout=True)
+    for col, case in enumerate(cases):
+        for row, (mode, axis) in enumerate([("value", 2), ("value", 0), ("grad", 2),
+                                            ("grad", 0)]):
+            ax = axes[row, col]
+            for name, (color, marker, label) in PLOT_STYLE.items():
+                pts = sorted(_curve(case["rows"], name, mode), key=lambda q: q[axis])
+                if pts:
+                    ax.loglog([q[axis] for q in pts], [q[1] for q in pts], color=color,
+                              marker=marker, label=label, lw=1, ms=4,
+                              ls="none" if name == "ours_rtol" else "-")
+            exact = _curve(case["rows"], "exact", mode)
+            if exact:
+                ax.axvline(exact[0][axis], color="k", ls=":", lw=1, label="exact (cost)")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("products / sample" if axis == 2 else "seconds / call")
+            if col == 0:
+                ax.set_ylabel(f"{'value' if mode == 'value' else 'gradient'} rel. error")
+            if row == 0:
+                ax.set_title(f"{case['family']} ({case['dtype']})")
+            ax.grid(True, which="major", lw=0.3)
+    axes[0, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)  # the gradient's peers differ
+    fig.suptitle(result["header"], fontsize=7)
+    return save_figure(fig, path)
 
 
 def parse_args(argv=None):
@@ -737,6 +784,9 @@ def parse_args(argv=None):
     p.add_argument("--memory-families", nargs="*", default=None)
     p.add_argument("--out", default="runs/bench_peers/bench_peers")
     p.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--plot", metavar="JSON", default=None,
+                   help="no run: draw error against products and seconds from a results "
+                        "JSON into the PNG beside it")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.budgets, args.rtols, args.dtypes = 3, [64, 256], [0.1], ["float32"]
@@ -748,5 +798,7 @@ if __name__ == "__main__":
     ARGS = parse_args()
     if ARGS.memory_child:
         memory_child(ARGS)
+    elif ARGS.plot:
+        print(plot(json.loads(Path(ARGS.plot).read_text()), Path(ARGS.plot).with_suffix(".png")))
     else:
         main(ARGS)
