@@ -43,7 +43,7 @@ import torch
 
 from bench_peers import DTYPES, achieved_rel_error, make_problem, run_exact, run_ours_rtol
 from bench_stochastic import timed
-from bench_variance import rademacher_variance
+from bench_variance import log_metric, rademacher_variance
 from spectral_backprop.linalg.jacobian import jacobian
 from spectral_backprop.linalg.probes import PROBE_KINDS, probe_population, probes_to_match
 from spectral_backprop.models.zoo import ZOO_FAMILIES
@@ -99,9 +99,9 @@ def predict_family(family: str, args) -> dict:
     rows = []
     for seed in range(args.seeds):
         prob = make_problem(family, args.k, torch.float64, args.batch, seed, truth=False)
-        J = torch.stack([jacobian(prob.G, prob.z[b:b + 1])[0] for b in range(args.batch)])
-        lam, U = torch.linalg.eigh(J.mT @ J)
-        A = U @ torch.diag_embed(lam.log()) @ U.mT
+        with torch.no_grad():
+            J = jacobian(prob.G, prob.z)
+        lam, _, A = log_metric(J.mT @ J)
         S, k = lam.log().sum(-1), args.k
         rad = rademacher_variance(A)
         orth = 2 * k / (k + 2) * (A.pow(2).sum((-2, -1)) - S**2 / k)

@@ -96,6 +96,12 @@ def rademacher_variance(A: torch.Tensor) -> torch.Tensor:
     return 2 * (A.pow(2).sum((-2, -1)) - torch.diagonal(A, dim1=-2, dim2=-1).pow(2).sum(-1))
 
 
+def log_metric(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(λ, U, log M)`` of symmetric positive definite ``M[B, k, k]`` by ``eigh``."""
+    lam, U = torch.linalg.eigh(M)
+    return lam, U, U @ torch.diag_embed(lam.log()) @ U.mT
+
+
 def analytic(M: torch.Tensor, s: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Per-probe variances, from the dense metric, of the probes of each method.
 
@@ -105,8 +111,7 @@ def analytic(M: torch.Tensor, s: int, gen: torch.Generator) -> dict[str, torch.T
     largest ``|log λ − c|`` (the best any rank-``s`` deflation could do), with the cv.
     """
     B, k, _ = M.shape
-    lam, U = torch.linalg.eigh(M)
-    A = U @ torch.diag_embed(lam.log()) @ U.mT
+    lam, U, A = log_metric(M)
     c = lam.log().mean(-1)[:, None, None]
     eye = torch.eye(k, dtype=M.dtype)
     S = torch.randn(B, k, s, generator=gen, dtype=M.dtype)

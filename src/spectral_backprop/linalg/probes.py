@@ -139,8 +139,7 @@ class ProbeStream:
 
     def draw(self, num: int) -> Tensor:
         """The next ``num`` probes, ``Tensor[B, k, num]``."""
-        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-            raise ValueError(f"num_probes must be a positive integer, got {num!r}")
+        _check_count(num)
         if num > self.remaining:
             raise ValueError(f"{num} more {self.kind} probes asked for, {self.remaining} "
                              f"left of {self.population} (drawn without replacement)")
@@ -170,6 +169,11 @@ class ProbeStream:
         else:
             eps = _rademacher((B, k, num), self.generator, self.dtype, self.device)
         return project_out(eps, self.basis)
+
+
+def _check_count(num: object) -> None:
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num_probes must be a positive integer, got {num!r}")
 
 
 def _rademacher(shape: tuple, generator, dtype, device) -> Tensor:
@@ -228,8 +232,7 @@ def sample_probes(
         >>> torch.allclose(eps[0] @ eps[0].T / 4, torch.eye(4), atol=1e-6)
         True
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num_probes must be a positive integer, got {num!r}")
+    _check_count(num)
     blocks, left = [], num
     while left:
         stream = ProbeStream(batch, k, kind, basis=basis, generator=generator, dtype=dtype,

@@ -42,8 +42,8 @@ generators, whatever the number of probes. By default (``tol=None``) every vecto
 instead stops when the absolute error of its quadratic form is within a budget tied to
 the statistical error the estimate will have (:mod:`.slq`, :mod:`.chebyshev_hutchinson`;
 ``σ̂/√p`` is the i.i.d. standard error, which the finite-population factor can only
-lower: near ``p = K`` the bias bound is a larger share of the reported standard error,
-which is 0 at ``p = K``):
+lower: near ``p = K`` the quadrature's error is a larger share of the error, and the
+reported standard error is then its estimate):
 
 .. math::  |\hat e_j| \le \eta = c\,\hat\sigma/\sqrt{p}
            \quad\text{or, with rtol,}\quad \eta = c \cdot \mathrm{rtol}\,|\hat S| / z,
@@ -287,8 +287,7 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
     dtype, device = work_dtype(z.dtype), z.device
     base = metric_matvec(G, z, check_coupling=check_coupling)
     matvec = base if not jitter else (lambda V: base(V) + jitter * V)
-    info: dict = {"method": method, "num_probes": num_probes, "probe_kind": probes,
-                  "matvecs": 0}
+    info: dict = {"method": method, "probe_kind": probes, "matvecs": 0}
     V, ritz, bounds = z.new_zeros(B, k, 0, dtype=dtype), z.new_zeros(B, 0, dtype=dtype), None
     singular = torch.zeros(B, dtype=torch.bool, device=device)
     if method == "chebyshev" or deflate > 0:
@@ -307,7 +306,6 @@ def _prepare(G: Generator, z: Tensor, fn: SpectralFunction, method: str, num_pro
                          dtype=dtype, device=device)
     # Drawn without replacement, the whole population gives the exact trace: no more.
     num_probes = int(min(num_probes, stream.remaining))
-    info["num_probes"] = num_probes
     eps = stream.draw(num_probes)
     weights = torch.cat([torch.ones(r, dtype=dtype, device=device),
                          torch.full((num_probes,), 1.0 / num_probes, dtype=dtype, device=device)])
@@ -459,15 +457,19 @@ def _add_quadrature_errors(sums: QuadratureSums, forms: QuadraticForms, start: i
     return sums[0] + error[:, :start].sum(-1), sums[1] + error[:, start:].sum(-1)
 
 
-def _value_std_error(probe_values: Tensor, stream: ProbeStream, sums: QuadratureSums
+def _quadrature_error(sums: QuadratureSums, count: int) -> Tensor | None:
+    """The estimated quadrature error of the weighted sum, ``Σ_deflated |ê| +
+    mean_probes |ê|`` (``None`` without estimates)."""
+    return None if sums is None else sums[0] + sums[1] / count
+
+
+def _value_std_error(probe_values: Tensor, stream: ProbeStream, quadrature: Tensor | None
                      ) -> Tensor:
     """The value's standard error: the probes' (:func:`_probe_std_error`), never below the
-    estimated quadrature error of the weighted sum, ``Σ_deflated |ê| + mean_probes |ê|``
-    — all that is left of the error once every probe of a population is drawn."""
+    estimated ``quadrature`` error — all that is left of the error once every probe of a
+    population is drawn."""
     se = _probe_std_error(probe_values, stream)
-    if sums is None:
-        return se
-    return torch.maximum(se, sums[0] + sums[1] / probe_values.shape[-1])
+    return se if quadrature is None else torch.maximum(se, quadrature)
 
 
 def _next_round_size(count: int, rel: Tensor, met: Tensor, rtol: float | None,
@@ -544,7 +546,7 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
         rounds.append(forms)
         count = earlier.shape[-1]
         size = (deflated + earlier.mean(-1)).abs()
-        rel = _value_std_error(earlier, prep.stream, sums) / size
+        rel = _value_std_error(earlier, prep.stream, _quadrature_error(sums, count)) / size
         prep.info["rel_std_error"] = torch.where(prep.singular, torch.nan, rel)
         # The per-probe spread, without the finite-population factor (auto's prior).
         prep.info["rel_probe_spread"] = torch.where(
@@ -575,7 +577,7 @@ def _rounds(prep: _Prepared, fn: SpectralFunction, method: str, num_matvecs: int
         X = prep.stream.draw(_next_round_size(count, rel, met, rtol, grad_rel, grad_met,
                                               grad_rtol, prep.stream, max_probes))
         prep.X = torch.cat([prep.X, X], -1)
-    prep.info["quadrature_error"] = None if sums is None else sums[0] + sums[1] / count
+    prep.info["quadrature_error"] = _quadrature_error(sums, count)
     prep.info["rounds"] = len(rounds)
     prep.info["round_sizes"] = [f.values.shape[-1] - (r if i == 0 else 0)
                                 for i, f in enumerate(rounds)]
@@ -612,9 +614,8 @@ def _estimate(G: Generator, z: Tensor, fn: SpectralFunction, prep: _Prepared,
     reported by the same policy (:func:`~.diagnostics.report_nonfinite`) and excluded.
     """
     value = (forms.values * prep.weights).sum(-1)
-    std_error = _probe_std_error(forms.values[:, prep.num_deflated:], prep.stream)
-    if prep.info["quadrature_error"] is not None:
-        std_error = torch.maximum(std_error, prep.info["quadrature_error"])
+    std_error = _value_std_error(forms.values[:, prep.num_deflated:], prep.stream,
+                                 prep.info["quadrature_error"])
     singular = prep.singular
     value = torch.where(singular, fn.g(torch.zeros_like(value)), value)
     singular = singular | report_nonfinite(value, singular, fn, on_singular, method)
