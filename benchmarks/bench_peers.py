@@ -82,11 +82,10 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from bench_exact import peak_rss, reset_peak_rss
 from bench_stochastic import cosine, flat_grad, run_hutchinson_cg
-from spectral_backprop.linalg import flat_output, metric_matvec, probe_population
+from spectral_backprop.linalg import flat_output, metric_matvec
 from spectral_backprop.models.zoo import ZOO_FAMILIES, zoo_generator
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.registry import accepts_option
-from spectral_backprop.spectral.stochastic import DEFAULT_PROBES
 
 VALUE_PEERS = ("gpytorch", "matfree")
 PILOTED = ("ours", "gpytorch", "hutchinson_cg")  # a one-probe pilot sets their probes
@@ -550,11 +549,11 @@ def summary_lines(result) -> list[str]:
     return lines + [""]
 
 
-def _probes_used(row: dict, k: int) -> int:
-    """Ours' probes per sample: fewer than asked once Hadamard probes reach their
-    population ``K`` (exact). From the run's report, else (older runs) from ``K``."""
-    used = [e["num_probes"] for e in row.get("extra", []) if "num_probes" in e]
-    return max(used) if used else min(row["level"], probe_population(DEFAULT_PROBES, k))
+def _probes_used(row: dict) -> int:
+    """Ours' probes per sample, from the run's report: fewer than asked once Hadamard
+    probes reach their population ``K`` (exact)."""
+    return max([e["num_probes"] for e in row.get("extra", []) if "num_probes" in e],
+               default=row["level"])
 
 
 def markdown(result) -> str:
@@ -576,8 +575,8 @@ def markdown(result) -> str:
             s = slopes[key]
             level = {"ours_rtol": f"rtol={row['level']}", "exact": "-"}.get(
                 row["method"], f"p={row['level']}")
-            if row["method"] == "ours" and _probes_used(row, case["k"]) < row["level"]:
-                level += f" ({_probes_used(row, case['k'])} used: all of K)"
+            if row["method"] == "ours" and _probes_used(row) < row["level"]:
+                level += f" ({_probes_used(row)} used: all of K)"
             within = (f"; ≤ rtol in {row['within_rtol']:.0%}" if "within_rtol" in row
                       else "")
             lines.append(f"| {case['family']} | {case['dtype']} | {row['mode']} | "
