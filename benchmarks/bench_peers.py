@@ -82,7 +82,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from bench_exact import peak_rss, reset_peak_rss
 from bench_stochastic import cosine, flat_grad, run_hutchinson_cg
-from spectral_backprop.linalg import flat_output, metric_matvec
+from spectral_backprop.linalg import flat_output, jacobian_columns, metric_matvec
 from spectral_backprop.models.zoo import ZOO_FAMILIES, zoo_generator
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.registry import accepts_option
@@ -158,6 +158,12 @@ def _lanczos(prob: Problem, seed: int, grad: bool, keys: tuple[str, ...], **opti
 def run_ours(prob: Problem, p: int, seed: int, grad: bool, **options) -> Out:
     return _lanczos(prob, seed, grad, ("met", "rel_std_error", "num_probes"), num_probes=p,
                     **options)
+
+
+def run_ours_defaults(prob: Problem, level: int, seed: int, grad: bool) -> Out:
+    """Ours at its defaults (``level`` unused): 8 probes, and with the gradient the default
+    gradient target (``stochastic.default_gradient_target``)."""
+    return _lanczos(prob, seed, grad, ("num_probes", "met", "grad_rel_std_error"))
 
 
 def run_ours_rtol(prob: Problem, rtol: float, seed: int, grad: bool, **options) -> Out:
@@ -338,6 +344,7 @@ def estimators(args) -> tuple[dict[str, tuple[Callable, tuple[str, ...]]], Matfr
         "ours": (run_ours, ("value", "grad")),
         "ours_rtol": (run_ours_rtol, ("value", "grad")),
         "ours_grad_rtol": (run_ours_grad_rtol, ("grad",)),
+        "ours_defaults": (run_ours_defaults, ("value", "grad")),
         "gpytorch": (lambda pr, p, s, g: run_gpytorch(pr, p, s, g, args.peer_steps,
                                                       args.gpytorch_tol), ("value", "grad")),
         "matfree": (lambda pr, p, s, g: mf.run(pr, p, s, g, args.peer_steps), ("value",)),
@@ -637,6 +644,8 @@ def memory_child(args) -> None:
     level = float(level) if name in ("ours_rtol", "ours_grad_rtol") else int(level)
     if name == "matfree":  # JIT compilation first: its peak is not the estimator's
         run(prob, level, 0, False)
+    if args.warm_jvp:  # torch's one-time forward-mode set-up, paid by any earlier JVP of G
+        jacobian_columns(prob.G, prob.z.detach(), torch.ones_like(prob.z[:1]))
     peaks = []
     for seed in (1, 1):  # the first call, then the steady state of the same call again
         gc.collect()
@@ -647,12 +656,15 @@ def memory_child(args) -> None:
     print(json.dumps({"peak_mib": peaks[0], "steady_mib": peaks[1]}))
 
 
-def peak_memory(args, family, name, mode, level, dtype) -> dict:
-    """``{"peak_mib": first call, "steady_mib": second call}`` in a fresh subprocess."""
+def peak_memory(args, family, name, mode, level, dtype, warm_jvp: bool = False) -> dict:
+    """``{"peak_mib": first call, "steady_mib": second call}`` in a fresh subprocess; with
+    ``warm_jvp`` the process first runs one JVP of ``G`` (torch's first use of forward
+    mode, about 90 MiB on the zoo, is then not counted in the first call)."""
     cmd = [sys.executable, __file__, "--memory-child", family, name, mode, str(level), dtype,
            "--k", str(args.k), "--batch", str(args.batch), "--threads", str(args.threads),
            "--peer-steps", str(args.peer_steps), "--gpytorch-tol", str(args.gpytorch_tol),
            "--cg-tol", str(args.cg_tol), "--model-seed", str(args.model_seed)]
+    cmd += ["--warm-jvp"] if warm_jvp else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -783,6 +795,7 @@ def parse_args(argv=None):
     p.add_argument("--memory-families", nargs="*", default=None)
     p.add_argument("--out", default="runs/bench_peers/bench_peers")
     p.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--warm-jvp", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--plot", metavar="JSON", default=None,
                    help="no run: draw error against products and seconds from a results "
                         "JSON into the PNG beside it")

@@ -59,6 +59,7 @@ from .stochastic import (
     DEFAULT_PROBES,
     RTOL_Z,
     chebyshev_spectral_sum,
+    default_gradient_target,
     lanczos_spectral_sum,
     stochastic_spectral_sum,
 )
@@ -100,6 +101,8 @@ AUTO_SPREAD_PRIOR = 2.0
 # A backward pass through JVPs costs about twice their forward pass.
 _BACKWARD_FACTOR = 2.0
 _DENSE_SIZE = 256  # the dense algebra is timed at k ≤ 256 and scaled by (k/256)³
+# The options that decide whether a stochastic call gets the default gradient target.
+_TARGET_OPTIONS = ("num_probes", "rtol", "grad_rtol", "max_probes", "deflate")
 
 
 def _keyword_options(estimator: Callable, exclude: Iterable[str] = ()) -> frozenset[str] | None:
@@ -220,7 +223,8 @@ def _first_probes(options: dict, k: int) -> tuple[int, int | None]:
     deflate = options.get("deflate") or 0
     population = probe_population(options.get("probes", DEFAULT_PROBES), k,
                                   deflate if isinstance(deflate, int) else 0)
-    return min(options.get("num_probes", DEFAULT_NUM_PROBES), population or math.inf), population
+    first = options.get("num_probes") or DEFAULT_NUM_PROBES
+    return min(first, population or math.inf), population
 
 
 def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
@@ -246,9 +250,11 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     ``p_iid = (z·s/rtol)²`` (``z = RTOL_Z``; ``K`` the population of probes drawn without
     replacement, :func:`~..linalg.probes.probe_population`, none for i.i.d. ones) and
     ``s`` the per-probe relative spread last seen for this ``G`` (else
-    ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at
-    ``max_probes``. Exact is taken whenever it is predicted no slower, and whenever
-    ``rtol`` would need more probes than ``max_probes`` (exact meets any ``rtol``).
+    ``√(2/k)·AUTO_SPREAD_PRIOR``), capped at ``max_probes``; with the default gradient
+    target (:func:`~.stochastic.default_gradient_target`), the probes the last stochastic
+    run of this ``G`` and shape took (``p₀`` before one). Exact is taken whenever it is
+    predicted no slower, and whenever ``rtol`` would need more probes than ``max_probes``
+    (exact meets any ``rtol``).
     """
     k = z.shape[1]
     if k < AUTO_CROSSOVER:
@@ -271,6 +277,10 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
             costs.probes, costs.steps = probes, steps
             costs.exact, costs.stochastic = 0.0, math.inf
             return "exact", costs
+    if default_gradient_target(G, **{name: options.get(name) for name in _TARGET_OPTIONS}):
+        # The default gradient target's probes are known only once measured: those of the
+        # last stochastic run of this G and shape (p₀ before any).
+        probes = max(p0, seen.get("probes", p0))
     grad = torch.is_grad_enabled()
     costs.exact = k * costs.column * (1 + _BACKWARD_FACTOR * grad) + costs.dense
     costs.stochastic = (probes / p0) * steps * costs.product + grad * probes * costs.column * (
@@ -331,7 +341,7 @@ def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
     key = _key(z, p0)
     rel = info["rel_probe_spread"]
     finite = rel[torch.isfinite(rel)]
-    seen = {"steps": float(info["iterations"].float().mean())}
+    seen = {"steps": float(info["iterations"].float().mean()), "probes": info["num_probes"]}
     if finite.numel():
         seen["spread"] = float(finite.max())
     _cache(_SEEN, G)[key] = seen
