@@ -65,9 +65,10 @@ class GradientSpread:
                  groups: int = GRADIENT_GROUPS, population: int | None = None):
         self.params, self.surrogate, self.groups = params, surrogate, groups
         self.population = population
-        numel = sum(p.numel() for p in params)
+        self.sizes = [p.numel() for p in params]
         dtype = torch.promote_types(params[0].dtype, torch.float32)
-        self.sums = params[0].new_zeros(groups, numel, dtype=dtype)  # one device assumed
+        # one device assumed
+        self.sums = params[0].new_zeros(groups, sum(self.sizes), dtype=dtype)
         self.counts = [0] * groups
         self.seen = 0
 
@@ -81,9 +82,11 @@ class GradientSpread:
                 continue
             s = self.surrogate(U[..., idx], None if X is None else X[..., idx]).sum()
             grads = torch.autograd.grad(s, self.params, allow_unused=True)
-            flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                              for p, g in zip(self.params, grads, strict=True)])
-            self.sums[group] += flat.to(self.sums.dtype)
+            # Into the group's slices in place: no flattened copy of the whole gradient.
+            for piece, g in zip(self.sums[group].split(self.sizes), grads, strict=True):
+                if g is not None:
+                    piece += g.flatten()
+            del grads
             self.counts[group] += idx.numel()
         self.seen += c
 
@@ -93,11 +96,18 @@ class GradientSpread:
         rounds early) or the signal is not above the noise."""
         if min(self.counts) == 0:
             return math.inf
-        counts = torch.tensor(self.counts, dtype=self.sums.dtype, device=self.sums.device)
-        means = self.sums / counts[:, None]
-        mean = self.sums.sum(0) / counts.sum()
         G = self.groups
-        var = (means - means.mean(0)).pow(2).sum() / (G * (G - 1))
-        var = var * finite_population_factor(self.seen, self.population)
-        var, signal = torch.stack([var, mean.pow(2).sum() - var]).tolist()  # one sync
+        # Two vectors of the gradient's size, however many groups: the mean of the group
+        # means, and one group's deviation from it at a time.
+        centre = torch.zeros_like(self.sums[0])
+        for total, count in zip(self.sums, self.counts, strict=True):
+            centre.add_(total, alpha=1.0 / (G * count))
+        deviation, spread = torch.empty_like(centre), centre.new_zeros(())
+        for total, count in zip(self.sums, self.counts, strict=True):
+            deviation.copy_(total).div_(count).sub_(centre)
+            spread = spread + torch.dot(deviation, deviation)
+        var = spread / (G * (G - 1)) * finite_population_factor(self.seen, self.population)
+        # the mean of every probe: the sums over the probe count
+        torch.sum(self.sums, 0, out=deviation).div_(sum(self.counts))
+        var, signal = torch.stack([var, torch.dot(deviation, deviation) - var]).tolist()
         return math.sqrt(var / signal) if signal > 0 else math.inf
