@@ -23,7 +23,7 @@ within 1%; the time is reported.
 Usage::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_heldback.py --seeds 3 --more-probes 8 64 \\
-        --out docs/bench_heldback.md
+        --auto-calls 4 --out docs/bench_heldback.md
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from bench_peers import (
 )
 from bench_rtol import report
 from bench_stochastic import cosine
+from spectral_backprop import logdet_jtj
 
 FAMILY, K, BATCH = "dcgan_plain", 512, 2
 # bench_peers' runners: exact, and ours at its defaults (no option: 8 probes, then rounds
@@ -88,6 +89,26 @@ def one_seed(seed: int, threads: int, modes: dict) -> dict:
     return row
 
 
+def auto_calls(calls: int) -> str:
+    """``method="auto"`` at its defaults, called ``calls`` times on seed 0's problem (value
+    and backward each time): the path it took, its predicted seconds and probes, the
+    probes the stochastic path used and the seconds of the call."""
+    prob = make_problem(FAMILY, K, torch.float32, BATCH, 0, truth=False)
+    lines = ["", f"`method=\"auto\"` at its defaults, {calls} calls in a row on seed 0:", "",
+             "| call | path | predicted exact (s) | predicted lanczos (s) | probes assumed | "
+             "probes used | seconds |", "|---|---|---|---|---|---|---|"]
+    for call in range(calls):
+        start = time.perf_counter()
+        est = logdet_jtj(prob.G, prob.z, method="auto", return_info=True)
+        est.value.sum().backward()
+        seconds = time.perf_counter() - start
+        costs = est.info["auto"]
+        lines.append(f"| {call + 1} | {est.info['method']} | {costs.exact:.2f} | "
+                     f"{costs.stochastic:.2f} | {costs.probes} | "
+                     f"{est.info.get('num_probes', '–')} | {seconds:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[dict], threads: int, modes: dict) -> str:
     def med(key):
         return statistics.median(r[key] for r in rows)
@@ -122,12 +143,16 @@ def main(argv=None) -> None:
                    help="also run ours with these probe counts (rows lanczos_p<N>)")
     p.add_argument("--grad-rtols", type=float, nargs="*", default=[],
                    help="also run ours with grad_rtol=<r> (rows lanczos_grad_rtol=<r>)")
+    p.add_argument("--auto-calls", type=int, default=0,
+                   help="also call method='auto' at its defaults this many times in a row")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     modes = runs(args.more_probes, args.grad_rtols)
     text = markdown([one_seed(s, args.threads, modes) for s in range(args.seeds)], args.threads,
                     modes)
+    if args.auto_calls:
+        text += auto_calls(args.auto_calls)
     report(text, args.out)
 
 
