@@ -15,7 +15,8 @@ process, interleaved seed by seed).
 ``lanczos`` with that ``rtol``, per family and k (the goal: auto never slower than 1.1×
 the faster). Each is timed as the median of three calls on the same generator and
 shape, after a first that warms torch up and lets auto measure its unit costs (its
-first-call overhead is reported beside it).
+first-call overhead is reported beside it); for auto, after three more calls, which
+are a near-tie's timed trials where there is one (``registry.AUTO_NEAR_TIE``).
 
 ``--predict``: no timing; the probes ``rtol`` needs with each probe kind, from the dense
 metric of each seed's samples (:func:`predict_family`).
@@ -49,6 +50,7 @@ from spectral_backprop.linalg.probes import PROBE_KINDS, probe_population, probe
 from spectral_backprop.models.zoo import ZOO_FAMILIES
 from spectral_backprop.spectral import spectral_sum
 from spectral_backprop.spectral.diagnostics import AccuracyNotMetWarning
+from spectral_backprop.spectral.registry import AUTO_TRIALS
 from spectral_backprop.spectral.stochastic import DEFAULT_PROBES, RTOL_Z
 
 
@@ -127,12 +129,13 @@ def predict_markdown(rows: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _auto_seconds(prob, method: str, rtol: float, seed: int, repeats: int = 3
-                  ) -> tuple[float, float, str]:
-    """(first call, median of the ``repeats`` calls after it) seconds of ``method`` with
-    ``rtol`` (none for exact) on ``prob``, value only, and the path taken."""
+def _auto_seconds(prob, method: str, rtol: float, seed: int, repeats: int = 3,
+                  settle: int = 0) -> tuple[float, float, str]:
+    """(first call, median of the last ``repeats`` calls) seconds of ``method`` with
+    ``rtol`` (none for exact) on ``prob``, value only, and the path the last call took;
+    ``settle`` calls between them are left out (auto's timed trials of a near-tie)."""
     times, path = [], method
-    for _ in range(1 + repeats):
+    for _ in range(1 + settle + repeats):
         options = {} if method == "exact" else {
             "rtol": rtol, "generator": torch.Generator().manual_seed(seed)}
         with torch.no_grad(), warnings.catch_warnings():
@@ -141,7 +144,7 @@ def _auto_seconds(prob, method: str, rtol: float, seed: int, repeats: int = 3
                                                  method=method, return_info=True, **options))
         times.append(seconds)
         path = est.info["method"]
-    return times[0], statistics.median(times[1:]), path
+    return times[0], statistics.median(times[1 + settle:]), path
 
 
 def bench_auto(family: str, k: int, args) -> dict:
@@ -149,7 +152,10 @@ def bench_auto(family: str, k: int, args) -> dict:
     for seed in range(args.seeds):
         prob = make_problem(family, k, DTYPES[args.dtype], args.batch, seed, truth=False)
         for method in ("exact", "lanczos", "auto"):
-            first, second, path = _auto_seconds(prob, method, args.rtol, seed)
+            # auto: its first call and up to three more may be a near-tie's timed trials
+            # (2 per path, alternating); the steady state is timed after them.
+            settle = 2 * AUTO_TRIALS - 1 if method == "auto" else 0
+            first, second, path = _auto_seconds(prob, method, args.rtol, seed, settle=settle)
             rows[method].append(second)
             if method == "auto":
                 rows["auto_first"].append(first)
@@ -167,7 +173,8 @@ def auto_markdown(rows: list[dict], args) -> str:
     lines = [f"`method=\"auto\", rtol={args.rtol}` against the faster of exact and "
              f"`lanczos, rtol={args.rtol}` ({args.dtype}, {args.seeds} seeds × batch "
              f"{args.batch}, torch threads {torch.get_num_threads()}; seconds: median of 3 "
-             "calls after a first; the ratio is the worst seed's).", "",
+             "calls after a first — for auto, after its first and three more calls, which "
+             "settle a near-tie by timed trials; the ratio is the worst seed's).", "",
              "| family | k | exact s | lanczos s | auto s | auto chose | auto ÷ faster "
              "(worst seed) | auto's first call s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

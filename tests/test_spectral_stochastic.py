@@ -762,6 +762,41 @@ def test_auto_costs_the_default_gradient_target_from_its_last_run():
         assert auto_choice(G, z)[1].probes == 8
 
 
+@pytest.mark.parametrize("faster", ["exact", "lanczos"])
+def test_auto_settles_a_near_tie_by_timed_trials(monkeypatch, faster):
+    # Every prediction counts as a near-tie, and a fake clock makes `faster` the faster
+    # path whatever the model predicted: auto must alternate (the model's path first)
+    # until each path has two trials, then keep the one measured faster.
+    monkeypatch.setattr(registry, "AUTO_NEAR_TIE", math.inf)
+    clock = registry._clock
+
+    def fake_clock(fn, device):  # the unit costs' timings stay real
+        out, seconds = clock(fn, device)
+        if not isinstance(out, SpectralEstimate):
+            return out, seconds
+        return out, 1.0 if out.info["method"] == faster else 3.0
+
+    monkeypatch.setattr(registry, "_clock", fake_clock)
+    G = zoo_generator("mlp", 64, seed=0, dtype=torch.float64)
+    z = torch.randn(2, 64, dtype=torch.float64, generator=_rng(3))
+    paths, model = [], None
+    with torch.no_grad():
+        for _ in range(6):
+            est = logdet_jtj(G, z, method="auto", rtol=0.5, return_info=True)
+            costs = est.info["auto"]
+            model = model or ("exact" if costs.exact <= costs.stochastic else "lanczos")
+            paths.append(est.info["method"])
+    other = "lanczos" if model == "exact" else "exact"
+    assert paths == [model, other, model, other, faster, faster]
+    assert costs.trial is False and costs.measured == {
+        "exact": 1.0 if faster == "exact" else 3.0,
+        "lanczos": 1.0 if faster == "lanczos" else 3.0}
+    # other options (or gradients on) are another cost: their own trials
+    with torch.no_grad():
+        est = logdet_jtj(G, z, method="auto", rtol=0.4, return_info=True)
+    assert est.info["auto"].trial is True and est.info["method"] == model
+
+
 def test_accuracy_options_are_refused_by_exact():
     G, z = mlp_generator(), torch.randn(2, 3, dtype=torch.float64)
     with pytest.raises(TypeError, match="'rtol' is not used by method='exact'"):

@@ -100,6 +100,16 @@ AUTO_STEPS_PRIOR = 30
 AUTO_SPREAD_PRIOR = 2.0
 # A backward pass through JVPs costs about twice their forward pass.
 _BACKWARD_FACTOR = 2.0
+# Near-ties are settled by measuring: where the model predicts the two paths within this
+# factor of each other (it mispredicted near-ties by up to 1.3× on the zoo), auto runs
+# each path AUTO_TRIALS times, alternating, timing each call, and then keeps the one
+# with the shorter best time — as cuDNN's benchmark mode settles its algorithms.
+AUTO_NEAR_TIE = 1.5
+AUTO_TRIALS = 2
+_PATHS = ("exact", "lanczos")
+# The options that change what a call costs: trials are kept per set of their values.
+_COST_OPTIONS = ("num_probes", "num_matvecs", "tol", "rtol", "grad_rtol", "max_probes",
+                 "probes", "deflate", "symmetric", "chunk_size", "jitter")
 _DENSE_SIZE = 256  # the dense algebra is timed at k ≤ 256 and scaled by (k/256)³
 # The options that decide whether a stochastic call gets the default gradient target.
 _TARGET_OPTIONS = ("num_probes", "rtol", "grad_rtol", "max_probes", "deflate")
@@ -147,6 +157,9 @@ class AutoCosts:
         dense: the exact mode's ``k × k`` algebra (Cholesky and inverse) for the batch.
         exact, stochastic: the predicted times of the two paths.
         probes, steps: the probes and Lanczos steps per probe the prediction assumed.
+        trial: this call is one of a near-tie's timed trials (:data:`AUTO_NEAR_TIE`).
+        measured: the best measured seconds of each path once a near-tie's trials are
+            done (the backward pass added from the model when gradients are on).
     """
 
     column: float
@@ -156,6 +169,8 @@ class AutoCosts:
     stochastic: float = 0.0
     probes: int = 0
     steps: float = 0.0
+    trial: bool = False
+    measured: dict | None = None
 
 
 # Per process, per generator (weakly held) and (shape, dtype, device, probes): the
@@ -177,19 +192,20 @@ def _key(z: Tensor, num_probes: int) -> tuple:
     return tuple(z.shape), z.dtype, z.device, num_probes
 
 
-def _best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
-    """The shorter of ``repeats`` timed calls (the first also warms up). On CUDA the
-    device is synchronised around each call: kernels run asynchronously, and timing
-    their launch alone would make the choice from noise."""
+def _clock(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
+    """``fn()`` and its seconds. On CUDA the device is synchronised around the call:
+    kernels run asynchronously, and timing their launch alone would choose from noise."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
-    best = math.inf
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+def _best_time(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
+    """The shorter of ``repeats`` timed calls (the first also warms up)."""
+    return min(_clock(fn, device)[1] for _ in range(repeats))
 
 
 def _measure(G: Generator, z: Tensor, num_probes: int) -> AutoCosts:
@@ -255,6 +271,13 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     run of this ``G`` and shape took (``p₀`` before one). Exact is taken whenever it is
     predicted no slower, and whenever ``rtol`` would need more probes than ``max_probes``
     (exact meets any ``rtol``).
+
+    **Near-ties are measured, not predicted.** Where the two predictions are within
+    :data:`AUTO_NEAR_TIE` of each other, the next calls alternate between the paths,
+    timed (with the model's backward pass added when gradients are on), until each has
+    :data:`AUTO_TRIALS` trials (``costs.trial``); from then on the path with the shorter
+    best time is taken (``costs.measured``). Trials are kept per ``G``, shape, dtype,
+    device, the options that change the cost and whether gradients are on.
     """
     k = z.shape[1]
     if k < AUTO_CROSSOVER:
@@ -286,7 +309,25 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     costs.stochastic = (probes / p0) * steps * costs.product + grad * probes * costs.column * (
         1 + _BACKWARD_FACTOR)
     costs.probes, costs.steps = probes, steps
-    return ("exact" if costs.exact <= costs.stochastic else "lanczos"), costs
+    model = "exact" if costs.exact <= costs.stochastic else "lanczos"
+    if max(costs.exact, costs.stochastic) > AUTO_NEAR_TIE * min(costs.exact, costs.stochastic):
+        return model, costs
+    trials = _trials(G, key, options)
+    if min(len(trials[path]) for path in _PATHS) < AUTO_TRIALS:
+        # the path with fewer trials so far (the model's on a tie): alternating
+        costs.trial = True
+        return min(_PATHS, key=lambda path: (len(trials[path]), path != model)), costs
+    costs.measured = {path: min(trials[path]) for path in _PATHS}
+    return min(_PATHS, key=costs.measured.__getitem__), costs
+
+
+def _trials(G: Generator, key: tuple, options: dict) -> dict[str, list[float]]:
+    """The measured seconds of each path for ``G``, ``key`` and the cost-relevant options
+    (and whether gradients are on), kept per process like the unit costs."""
+    signature = (torch.is_grad_enabled(),
+                 tuple((name, repr(options.get(name))) for name in _COST_OPTIONS))
+    seen = _cache(_SEEN, G).setdefault(key, {})
+    return seen.setdefault("trials", {}).setdefault(signature, {path: [] for path in _PATHS})
 
 
 # Options of the stochastic path that the exact answer satisfies as it is: no warning
@@ -304,11 +345,16 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     dropped silently. Any other option meant only for the path not taken (``num_probes`` when
     exact is chosen, ``chunk_size`` when ``"lanczos"`` is) is left out with a
     ``UserWarning`` that names it and the path chosen. With ``return_info=True``,
-    ``info["auto"]`` holds the :class:`AutoCosts` (``None`` below the crossover).
+    ``info["auto"]`` holds the :class:`AutoCosts` (``None`` below the crossover). A
+    near-tie (:data:`AUTO_NEAR_TIE`) is settled by timed trials of both paths over the
+    next calls (:func:`auto_choice`).
     """
     valid = isinstance(z, Tensor) and z.dim() == 2
     k = z.shape[-1] if valid else 0
     path, costs = auto_choice(G, z, fn, **options) if valid else ("exact", None)
+    p0 = _first_probes(options, k)[0]
+    trials = (_trials(G, _key(z, p0), options)[path] if costs is not None and costs.trial
+              else None)
     stochastic = path == "lanczos"
     used, other = (STOCHASTIC_OPTIONS, EXACT_OPTIONS) if stochastic else (
         EXACT_OPTIONS, STOCHASTIC_OPTIONS)
@@ -324,16 +370,28 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
                  f"{path!r} and is ignored. Pass method={path!r} or the other method "
                  "explicitly to control the choice.", UserWarning)
     if not stochastic:
-        out = exact_spectral_sum(G, z, fn, **options)
+        out, seconds = _clock(lambda: exact_spectral_sum(G, z, fn, **options), z.device)
+        if trials is not None:
+            trials.append(_with_backward(seconds, k, costs))
         if isinstance(out, SpectralEstimate):
             out.info["auto"] = costs
         return out
     want_info = options.pop("return_info", False)
-    est = lanczos_spectral_sum(G, z, fn, return_info=True, **options)
+    est, seconds = _clock(lambda: lanczos_spectral_sum(G, z, fn, return_info=True, **options),
+                          z.device)
     if costs is not None:
-        _remember(G, z, _first_probes(options, k)[0], est.info)
+        _remember(G, z, p0, est.info)
+    if trials is not None:
+        columns = est.info["num_probes"] * (1 if options.get("symmetric", True) else 2)
+        trials.append(_with_backward(seconds, columns, costs))
     est.info["auto"] = costs
     return est if want_info else est.value
+
+
+def _with_backward(seconds: float, columns: int, costs: AutoCosts) -> float:
+    """A trial's seconds, plus (gradients on) the model's backward pass through the
+    ``columns`` JVPs of its surrogate, which runs later, in the caller's backward."""
+    return seconds + torch.is_grad_enabled() * _BACKWARD_FACTOR * columns * costs.column
 
 
 def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
@@ -341,10 +399,10 @@ def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
     key = _key(z, p0)
     rel = info["rel_probe_spread"]
     finite = rel[torch.isfinite(rel)]
-    seen = {"steps": float(info["iterations"].float().mean()), "probes": info["num_probes"]}
+    seen = _cache(_SEEN, G).setdefault(key, {})
+    seen.update(steps=float(info["iterations"].float().mean()), probes=info["num_probes"])
     if finite.numel():
         seen["spread"] = float(finite.max())
-    _cache(_SEEN, G)[key] = seen
 
 
 METHODS: dict[str, Method] = {
