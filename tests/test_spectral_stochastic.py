@@ -762,39 +762,63 @@ def test_auto_costs_the_default_gradient_target_from_its_last_run():
         assert auto_choice(G, z)[1].probes == 8
 
 
+def _fake_clock(monkeypatch, seconds):
+    """Calls of the estimators take ``seconds[path]`` by the clock auto reads; the unit
+    costs' timings stay real."""
+    clock = registry._clock
+
+    def fake_clock(fn, device):
+        out, real = clock(fn, device)
+        if not isinstance(out, SpectralEstimate):
+            return out, real
+        return out, seconds[out.info["method"]]
+
+    monkeypatch.setattr(registry, "_clock", fake_clock)
+
+
 @pytest.mark.parametrize("faster", ["exact", "lanczos"])
 def test_auto_settles_a_near_tie_by_timed_trials(monkeypatch, faster):
     # Every prediction counts as a near-tie, and a fake clock makes `faster` the faster
-    # path whatever the model predicted: auto must alternate (the model's path first)
-    # until each path has two trials, then keep the one measured faster.
+    # path whatever the model predicted: auto must try both paths (the model's first)
+    # until each has two trials, then keep the one measured faster.
     monkeypatch.setattr(registry, "AUTO_NEAR_TIE", math.inf)
-    clock = registry._clock
-
-    def fake_clock(fn, device):  # the unit costs' timings stay real
-        out, seconds = clock(fn, device)
-        if not isinstance(out, SpectralEstimate):
-            return out, seconds
-        return out, 1.0 if out.info["method"] == faster else 3.0
-
-    monkeypatch.setattr(registry, "_clock", fake_clock)
+    monkeypatch.setattr(registry, "AUTO_NEAR_TIE_MODELLED", math.inf)
+    slower = "lanczos" if faster == "exact" else "exact"
+    _fake_clock(monkeypatch, {faster: 1.0, slower: 3.0})
     G = zoo_generator("mlp", 64, seed=0, dtype=torch.float64)
     z = torch.randn(2, 64, dtype=torch.float64, generator=_rng(3))
-    paths, model = [], None
+    paths, trial = [], []
     with torch.no_grad():
         for _ in range(6):
             est = logdet_jtj(G, z, method="auto", rtol=0.5, return_info=True)
             costs = est.info["auto"]
-            model = model or ("exact" if costs.exact <= costs.stochastic else "lanczos")
             paths.append(est.info["method"])
-    other = "lanczos" if model == "exact" else "exact"
-    assert paths == [model, other, model, other, faster, faster]
-    assert costs.trial is False and costs.measured == {
-        "exact": 1.0 if faster == "exact" else 3.0,
-        "lanczos": 1.0 if faster == "lanczos" else 3.0}
+            trial.append(costs.trial)
+            if len(paths) == 1:
+                assert paths[0] == ("exact" if costs.exact <= costs.stochastic else "lanczos")
+    assert set(paths[:2]) == set(paths[2:4]) == {faster, slower} and paths[4:] == [faster] * 2
+    assert trial == [True] * 4 + [False] * 2
+    assert costs.measured == {faster: 1.0, slower: 3.0}
     # other options (or gradients on) are another cost: their own trials
     with torch.no_grad():
         est = logdet_jtj(G, z, method="auto", rtol=0.4, return_info=True)
-    assert est.info["auto"].trial is True and est.info["method"] == model
+    assert est.info["auto"].trial is True
+
+
+def test_auto_scales_its_model_by_what_it_measured(monkeypatch):
+    # A stochastic call that took 5 s by the clock makes the next prediction of that path
+    # 5 s (same probes, the steps it took), whatever the unit costs said.
+    _fake_clock(monkeypatch, {"lanczos": 5.0, "exact": 7.0})
+    G = zoo_generator("mlp", 64, seed=0, dtype=torch.float64)
+    z = torch.randn(2, 64, dtype=torch.float64, generator=_rng(3))
+    with torch.no_grad():
+        _, before = auto_choice(G, z)
+        first = logdet_jtj(G, z, method="auto", return_info=True)
+        taken = first.info["method"]
+        _, after = auto_choice(G, z)
+    assert before.stochastic < 1 and before.exact < 1  # the unit costs: milliseconds
+    predicted = after.stochastic if taken == "lanczos" else after.exact
+    assert predicted == pytest.approx(5.0 if taken == "lanczos" else 7.0, rel=1e-9)
 
 
 def test_accuracy_options_are_refused_by_exact():

@@ -100,11 +100,15 @@ AUTO_STEPS_PRIOR = 30
 AUTO_SPREAD_PRIOR = 2.0
 # A backward pass through JVPs costs about twice their forward pass.
 _BACKWARD_FACTOR = 2.0
-# Near-ties are settled by measuring: where the model predicts the two paths within this
-# factor of each other (it mispredicted near-ties by up to 1.3× on the zoo), auto runs
-# each path AUTO_TRIALS times, alternating, timing each call, and then keeps the one
-# with the shorter best time — as cuDNN's benchmark mode settles its algorithms.
+# Near-ties are settled by measuring: where the predictions of the two paths are within
+# this factor of each other, auto runs each path AUTO_TRIALS times, alternating, timing
+# each call, and then keeps the one with the shorter best time — as cuDNN's benchmark
+# mode settles its algorithms. Every call also scales its path's model by what it
+# measured; a path not yet timed is only modelled, and the model alone was off by up to
+# 1.8× on the zoo (Lanczos' bookkeeping left out, the dense algebra's k³ scaling), so
+# its near-tie is wider.
 AUTO_NEAR_TIE = 1.5
+AUTO_NEAR_TIE_MODELLED = 2.0
 AUTO_TRIALS = 2
 _PATHS = ("exact", "lanczos")
 # The options that change what a call costs: trials are kept per set of their values.
@@ -305,14 +309,17 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
         # last stochastic run of this G and shape (p₀ before any).
         probes = max(p0, seen.get("probes", p0))
     grad = torch.is_grad_enabled()
-    costs.exact = k * costs.column * (1 + _BACKWARD_FACTOR * grad) + costs.dense
-    costs.stochastic = (probes / p0) * steps * costs.product + grad * probes * costs.column * (
-        1 + _BACKWARD_FACTOR)
+    trials = _trials(G, key, options)
+    forward = _forward_model(costs, k, probes, steps, p0, grad)
+    scale = trials["scale"]  # measured ÷ modelled forward seconds, once a path was timed
+    costs.exact = scale.get("exact", 1.0) * forward["exact"] + grad * _backward(k, costs)
+    costs.stochastic = (scale.get("lanczos", 1.0) * forward["lanczos"]
+                        + grad * _backward(probes, costs))
     costs.probes, costs.steps = probes, steps
     model = "exact" if costs.exact <= costs.stochastic else "lanczos"
-    if max(costs.exact, costs.stochastic) > AUTO_NEAR_TIE * min(costs.exact, costs.stochastic):
+    near = AUTO_NEAR_TIE if len(scale) == len(_PATHS) else AUTO_NEAR_TIE_MODELLED
+    if max(costs.exact, costs.stochastic) > near * min(costs.exact, costs.stochastic):
         return model, costs
-    trials = _trials(G, key, options)
     if min(len(trials[path]) for path in _PATHS) < AUTO_TRIALS:
         # the path with fewer trials so far (the model's on a tie): alternating
         costs.trial = True
@@ -321,13 +328,31 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     return min(_PATHS, key=costs.measured.__getitem__), costs
 
 
-def _trials(G: Generator, key: tuple, options: dict) -> dict[str, list[float]]:
-    """The measured seconds of each path for ``G``, ``key`` and the cost-relevant options
-    (and whether gradients are on), kept per process like the unit costs."""
+def _forward_model(costs: AutoCosts, k: int, probes: float, steps: float, p0: int,
+                   grad: bool) -> dict[str, float]:
+    """The model's seconds of each path's call itself (its backward runs later): exact,
+    ``k`` JVP columns and the dense algebra; Lanczos, ``p/p₀ · m`` batched products and
+    (gradients on) the surrogate's ``p`` JVP columns."""
+    return {"exact": k * costs.column + costs.dense,
+            "lanczos": (probes / p0) * steps * costs.product + grad * probes * costs.column}
+
+
+def _backward(columns: float, costs: AutoCosts) -> float:
+    """The model's backward pass through ``columns`` JVPs: twice their forward pass."""
+    return _BACKWARD_FACTOR * columns * costs.column
+
+
+def _trials(G: Generator, key: tuple, options: dict) -> dict:
+    """For ``G``, ``key`` and the cost-relevant options (and whether gradients are on),
+    kept per process like the unit costs: each path's trial seconds (``"exact"``,
+    ``"lanczos"``) and ``"scale"``, each path's smallest ratio of measured to modelled
+    seconds so far (1 until timed), which corrects what the unit costs leave out (on
+    the zoo, Lanczos' bookkeeping and its stopping rule: ~half its time)."""
     signature = (torch.is_grad_enabled(),
                  tuple((name, repr(options.get(name))) for name in _COST_OPTIONS))
     seen = _cache(_SEEN, G).setdefault(key, {})
-    return seen.setdefault("trials", {}).setdefault(signature, {path: [] for path in _PATHS})
+    return seen.setdefault("trials", {}).setdefault(
+        signature, {**{path: [] for path in _PATHS}, "scale": {}})
 
 
 # Options of the stochastic path that the exact answer satisfies as it is: no warning
@@ -353,8 +378,7 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
     k = z.shape[-1] if valid else 0
     path, costs = auto_choice(G, z, fn, **options) if valid else ("exact", None)
     p0 = _first_probes(options, k)[0]
-    trials = (_trials(G, _key(z, p0), options)[path] if costs is not None and costs.trial
-              else None)
+    record = None if costs is None else _trials(G, _key(z, p0), options)
     stochastic = path == "lanczos"
     used, other = (STOCHASTIC_OPTIONS, EXACT_OPTIONS) if stochastic else (
         EXACT_OPTIONS, STOCHASTIC_OPTIONS)
@@ -371,27 +395,37 @@ def auto_spectral_sum(G: Generator, z: Tensor, fn: SpectralFunction, **options):
                  "explicitly to control the choice.", UserWarning)
     if not stochastic:
         out, seconds = _clock(lambda: exact_spectral_sum(G, z, fn, **options), z.device)
-        if trials is not None:
-            trials.append(_with_backward(seconds, k, costs))
+        if record is not None:
+            _record(record, "exact", seconds, k, costs, costs.trial, k=k, probes=0, steps=0.0,
+                    p0=p0)
         if isinstance(out, SpectralEstimate):
             out.info["auto"] = costs
         return out
     want_info = options.pop("return_info", False)
     est, seconds = _clock(lambda: lanczos_spectral_sum(G, z, fn, return_info=True, **options),
                           z.device)
-    if costs is not None:
+    if record is not None:
         _remember(G, z, p0, est.info)
-    if trials is not None:
-        columns = est.info["num_probes"] * (1 if options.get("symmetric", True) else 2)
-        trials.append(_with_backward(seconds, columns, costs))
+        probes = est.info["num_probes"]
+        columns = probes * (1 if options.get("symmetric", True) else 2)
+        _record(record, "lanczos", seconds, columns, costs, costs.trial, k=k, probes=probes,
+                steps=float(est.info["iterations"].float().mean()), p0=p0)
     est.info["auto"] = costs
     return est if want_info else est.value
 
 
-def _with_backward(seconds: float, columns: int, costs: AutoCosts) -> float:
-    """A trial's seconds, plus (gradients on) the model's backward pass through the
-    ``columns`` JVPs of its surrogate, which runs later, in the caller's backward."""
-    return seconds + torch.is_grad_enabled() * _BACKWARD_FACTOR * columns * costs.column
+def _record(record: dict, path: str, seconds: float, columns: int, costs: AutoCosts,
+            trial: bool, **model) -> None:
+    """What a call of ``path`` taught: its measured over modelled seconds (at the probes
+    and steps it actually took) into ``record["scale"]``, and for a trial its seconds
+    plus the model's backward pass (gradients on), which runs later in the caller's
+    backward."""
+    grad = torch.is_grad_enabled()
+    modelled = _forward_model(costs, grad=grad, **model)[path]
+    if modelled > 0:
+        record["scale"][path] = min(record["scale"].get(path, math.inf), seconds / modelled)
+    if trial:
+        record[path].append(seconds + grad * _backward(columns, costs))
 
 
 def _remember(G: Generator, z: Tensor, p0: int, info: dict) -> None:
