@@ -276,12 +276,16 @@ def auto_choice(G: Generator, z: Tensor, fn: SpectralFunction | str = "logdet",
     predicted no slower, and whenever ``rtol`` would need more probes than ``max_probes``
     (exact meets any ``rtol``).
 
-    **Near-ties are measured, not predicted.** Where the two predictions are within
-    :data:`AUTO_NEAR_TIE` of each other, the next calls alternate between the paths,
-    timed (with the model's backward pass added when gradients are on), until each has
-    :data:`AUTO_TRIALS` trials (``costs.trial``); from then on the path with the shorter
-    best time is taken (``costs.measured``). Trials are kept per ``G``, shape, dtype,
-    device, the options that change the cost and whether gradients are on.
+    **What the calls measured corrects the model, and near-ties are measured.** Every
+    call of ``auto`` is timed; each path's forward seconds are then scaled by the
+    smallest ratio of measured to modelled seconds it has shown (at the probes and steps
+    it took). Where the two predictions are within :data:`AUTO_NEAR_TIE` of each other
+    (:data:`AUTO_NEAR_TIE_MODELLED` while a path was never timed), the next calls try
+    the paths in turn, timed (with the model's backward pass added when gradients are
+    on), until each has :data:`AUTO_TRIALS` trials (``costs.trial``); from then on the
+    path with the shorter best time is taken (``costs.measured``). All of it is kept per
+    ``G``, shape, dtype, device, the options that change the cost and whether gradients
+    are on.
     """
     k = z.shape[1]
     if k < AUTO_CROSSOVER:
